@@ -1,0 +1,177 @@
+"""Shared pieces of the three resources: the base model, metadata, conditions, scheduling."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+from pydantic_core import PydanticCustomError
+
+GROUP = "modelops.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# DNS-1123 subdomain, as Kubernetes requires for most object names.
+NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# DNS-1123 label: model names become label values and path segments.
+LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# A Kubernetes resource quantity such as 500m, 2, 4Gi, 1.5.
+QUANTITY_PATTERN = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[numkKMGTPE]i?)?$"
+# Data and model stores: local paths or S3-compatible object stores.
+STORE_URI_PATTERN = r"^(file|s3)://[^\s]+$"
+
+
+@dataclass(frozen=True)
+class CelRule:
+    """A cross-field rule, checked twice from one definition.
+
+    `rule` goes into the CRD as `x-kubernetes-validations` so the API server rejects
+    bad objects; `check` is the same rule in Python for `modelops validate` and the
+    admission webhook, so both paths give the same answer.
+    """
+
+    rule: str
+    message: str
+    check: Callable[[Any], bool]
+    field: str | None = None
+
+    def to_schema(self) -> dict[str, str]:
+        out = {"rule": self.rule, "message": self.message}
+        if self.field:
+            out["fieldPath"] = f".{self.field}"
+        return out
+
+
+def _schema_extra(schema: dict[str, Any], cls: type[Any]) -> None:
+    rules: tuple[CelRule, ...] = getattr(cls, "cel_rules", ())
+    if rules:
+        schema["x-kubernetes-validations"] = [rule.to_schema() for rule in rules]
+
+
+class ApiModel(BaseModel):
+    """Base of every spec and status model: camelCase on the wire, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        alias_generator=to_camel,
+        populate_by_name=True,
+        validate_default=True,
+        json_schema_extra=_schema_extra,
+    )
+
+    cel_rules: ClassVar[tuple[CelRule, ...]] = ()
+
+    @model_validator(mode="after")
+    def _check_cel_rules(self) -> ApiModel:
+        for rule in type(self).cel_rules:
+            if not rule.check(self):
+                raise PydanticCustomError(
+                    "cel_rule", "{message}", {"message": rule.message, "field": rule.field or ""}
+                )
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """The wire form: camelCase keys, unset optionals left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+class ObjectMeta(BaseModel):
+    """The part of Kubernetes metadata that manifests carry; server-set fields pass through."""
+
+    model_config = ConfigDict(extra="allow", populate_by_name=True, alias_generator=to_camel)
+
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=NAME_PATTERN,
+        description="Object name, a DNS-1123 subdomain.",
+    )
+    namespace: str | None = Field(
+        default=None,
+        max_length=63,
+        pattern=LABEL_PATTERN,
+        description="Namespace of the object; the current namespace when omitted.",
+    )
+    labels: dict[str, str] = Field(default_factory=dict, description="Labels of the object.")
+    annotations: dict[str, str] = Field(
+        default_factory=dict, description="Annotations of the object."
+    )
+    generation: int | None = Field(default=None, description="Set by the API server.")
+    uid: str | None = Field(default=None, description="Set by the API server.")
+
+
+class TolerationOperator(StrEnum):
+    EXISTS = "Exists"
+    EQUAL = "Equal"
+
+
+class TaintEffect(StrEnum):
+    NO_SCHEDULE = "NoSchedule"
+    PREFER_NO_SCHEDULE = "PreferNoSchedule"
+    NO_EXECUTE = "NoExecute"
+
+
+class Toleration(ApiModel):
+    """A pod toleration, as in the core API."""
+
+    key: str | None = Field(default=None, max_length=316, description="Taint key to tolerate.")
+    operator: TolerationOperator = Field(
+        default=TolerationOperator.EQUAL, description="Exists matches any value; Equal matches value."
+    )
+    value: str | None = Field(default=None, max_length=63, description="Taint value to match.")
+    effect: TaintEffect | None = Field(
+        default=None, description="Taint effect to tolerate; all effects when omitted."
+    )
+    toleration_seconds: int | None = Field(
+        default=None, ge=0, description="How long a NoExecute taint is tolerated."
+    )
+
+
+class ConditionStatus(StrEnum):
+    TRUE = "True"
+    FALSE = "False"
+    UNKNOWN = "Unknown"
+
+
+class Condition(ApiModel):
+    """A status condition following the Kubernetes API conventions."""
+
+    type: str = Field(min_length=1, max_length=316, description="Condition type, e.g. Ready.")
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        default="",
+        max_length=1024,
+        description="CamelCase machine-readable reason for the last transition.",
+    )
+    message: str = Field(default="", max_length=32768, description="Human-readable detail.")
+    last_transition_time: datetime | None = Field(
+        default=None, description="When the status last changed."
+    )
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The spec generation this condition was computed from."
+    )
+
+
+class SchedulingSpec(ApiModel):
+    """Where and how pods are scheduled."""
+
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels that the pods require."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Tolerations added to the pods, e.g. for GPU taints."
+    )
+    priority_class_name: str | None = Field(
+        default=None, max_length=253, pattern=NAME_PATTERN, description="PriorityClass of the pods."
+    )
+    image: str | None = Field(
+        default=None,
+        max_length=512,
+        pattern=r"^\S+$",
+        description="Workload image; the operator's configured image when omitted.",
+    )

@@ -1,0 +1,88 @@
+"""The `modelops` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from modelops import crdgen
+from modelops.api.validation import validate_text
+
+DEFAULT_CRD_DIRS = ("crds", "charts/modelops/crds")
+
+
+def _manifest_files(paths: Sequence[str]) -> list[Path]:
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml"))
+        else:
+            files.append(path)
+    return files
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Print one line per problem, `file: field.path: message`; exit 1 when any."""
+    failed = False
+    files = _manifest_files(args.files)
+    if not files:
+        print("modelops validate: no manifest files given", file=sys.stderr)
+        return 2
+    for path in files:
+        try:
+            text = path.read_text()
+        except OSError as error:
+            print(f"{path}: (file): {error.strerror}")
+            failed = True
+            continue
+        for problem in validate_text(text):
+            print(f"{path}: {problem}")
+            failed = True
+    if not failed and not args.quiet:
+        print(f"{len(files)} file(s) valid")
+    return 1 if failed else 0
+
+
+def cmd_crds(args: argparse.Namespace) -> int:
+    """Write the CRDs, or with --check report stale copies and exit 1."""
+    dirs = [Path(d) for d in (args.dir or DEFAULT_CRD_DIRS)]
+    if args.check:
+        stale = [f"{d / name}" for d in dirs for name in crdgen.stale_files(d)]
+        for path in stale:
+            print(f"stale: {path} (run `modelops crds`)")
+        return 1 if stale else 0
+    for directory in dirs:
+        for name in crdgen.write(directory):
+            print(directory / name)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modelops", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    validate = sub.add_parser("validate", help="check manifests as admission would")
+    validate.add_argument("files", nargs="+", help="manifest files or folders")
+    validate.add_argument("-q", "--quiet", action="store_true", help="print problems only")
+    validate.set_defaults(func=cmd_validate)
+
+    crds = sub.add_parser("crds", help="generate CustomResourceDefinitions from the models")
+    crds.add_argument("--check", action="store_true", help="fail when a copy is stale")
+    crds.add_argument(
+        "--dir", action="append", help=f"output folder (default: {', '.join(DEFAULT_CRD_DIRS)})"
+    )
+    crds.set_defaults(func=cmd_crds)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
