@@ -1,0 +1,134 @@
+"""Reading and writing model versions in a store (file:// or s3:// through fsspec).
+
+The layout is described in `modelops.api.artifact`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import fsspec
+import torch
+from fsspec.spec import AbstractFileSystem
+from safetensors.torch import load as load_safetensors
+from safetensors.torch import save as save_safetensors
+
+from modelops.api.artifact import ModelCard, SnapshotManifest
+
+CARD = "model.json"
+WEIGHTS = "model.safetensors"
+METRICS = "metrics.json"
+SNAPSHOT = "snapshot.json"
+_VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")
+
+
+def filesystem(uri: str) -> tuple[AbstractFileSystem, str]:
+    """The fsspec filesystem of a URI and the path inside it."""
+    fs, path = fsspec.core.url_to_fs(uri)
+    return fs, str(path).rstrip("/")
+
+
+def join(uri: str, *parts: str | int) -> str:
+    return "/".join([uri.rstrip("/"), *(str(part).strip("/") for part in parts)])
+
+
+def version_uri(store_uri: str, name: str, version: int) -> str:
+    return join(store_uri, name, f"v{version}")
+
+
+def list_versions(store_uri: str, name: str) -> list[int]:
+    """Finished versions of a model (those with a card), ascending."""
+    fs, root = filesystem(join(store_uri, name))
+    if not fs.exists(root):
+        return []
+    found = []
+    for entry in fs.ls(root, detail=False):
+        match = _VERSION_DIR.match(str(entry).rstrip("/").rsplit("/", 1)[-1])
+        if match and fs.exists(f"{str(entry).rstrip('/')}/{CARD}"):
+            found.append(int(match.group(1)))
+    return sorted(found)
+
+
+def allocate_version(store_uri: str, name: str) -> int:
+    """Reserve the next version number by creating its folder.
+
+    On a local store `mkdir` is atomic, so concurrent callers never share a number.
+    In a cluster the operator allocates numbers instead and passes them in.
+    """
+    fs, root = filesystem(join(store_uri, name))
+    fs.makedirs(root, exist_ok=True)
+    taken = [
+        int(m.group(1))
+        for entry in fs.ls(root, detail=False)
+        if (m := _VERSION_DIR.match(str(entry).rstrip("/").rsplit("/", 1)[-1]))
+    ]
+    candidate = max(taken, default=0) + 1
+    while True:
+        try:
+            fs.mkdir(f"{root}/v{candidate}", create_parents=False)
+            return candidate
+        except FileExistsError:
+            candidate += 1
+
+
+def write_json(uri: str, payload: Any) -> None:
+    fs, path = filesystem(uri)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    with fs.open(path, "w") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True)
+
+
+def read_json(uri: str) -> Any:
+    fs, path = filesystem(uri)
+    with fs.open(path, "r") as handle:
+        return json.load(handle)
+
+
+def save_weights(uri: str, tensors: dict[str, torch.Tensor]) -> None:
+    fs, path = filesystem(uri)
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    blob = save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+    with fs.open(path, "wb") as handle:
+        handle.write(blob)
+
+
+def load_weights(uri: str) -> dict[str, torch.Tensor]:
+    fs, path = filesystem(uri)
+    with fs.open(path, "rb") as handle:
+        blob = handle.read()
+    tensors: dict[str, torch.Tensor] = load_safetensors(blob)
+    return tensors
+
+
+def save_version(
+    folder_uri: str,
+    card: ModelCard,
+    tensors: dict[str, torch.Tensor] | None,
+    metrics: dict[str, float],
+    snapshot: SnapshotManifest | None,
+) -> None:
+    """Write a version folder; the card goes last and marks it finished."""
+    if tensors is not None:
+        save_weights(join(folder_uri, WEIGHTS), tensors)
+    write_json(join(folder_uri, METRICS), metrics)
+    if snapshot is not None:
+        write_json(join(folder_uri, SNAPSHOT), snapshot.model_dump(mode="json"))
+    write_json(join(folder_uri, CARD), card.model_dump(mode="json"))
+
+
+def load_card(folder_uri: str) -> ModelCard:
+    return ModelCard.model_validate(read_json(join(folder_uri, CARD)))
+
+
+def load_metrics(folder_uri: str) -> dict[str, float]:
+    metrics: dict[str, float] = read_json(join(folder_uri, METRICS))
+    return metrics
+
+
+def load_snapshot(folder_uri: str) -> SnapshotManifest | None:
+    fs, path = filesystem(join(folder_uri, SNAPSHOT))
+    if not fs.exists(path):
+        return None
+    return SnapshotManifest.model_validate(read_json(join(folder_uri, SNAPSHOT)))
