@@ -28,9 +28,7 @@ def stale_files(directory: Path) -> list[str]:
         if not (directory / name).is_file() or (directory / name).read_text() != text
     ]
     if directory.is_dir():
-        stale += sorted(
-            p.name for p in directory.glob("*.yaml") if p.name not in expected
-        )
+        stale += sorted(p.name for p in directory.glob("*.yaml") if p.name not in expected)
     return stale
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from enum import StrEnum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, ClassVar, Final
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -14,7 +14,7 @@ from pydantic_core import PydanticCustomError
 
 GROUP = "modelops.dev"
 VERSION = "v1alpha1"
-API_VERSION = f"{GROUP}/{VERSION}"
+API_VERSION: Final = "modelops.dev/v1alpha1"
 
 # DNS-1123 subdomain, as Kubernetes requires for most object names.
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -22,8 +22,10 @@ NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)
 LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # A Kubernetes resource quantity such as 500m, 2, 4Gi, 1.5.
 QUANTITY_PATTERN = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[numkKMGTPE]i?)?$"
+# Explicit classes: Python, Rust (pydantic-core) and RE2 (the API server) disagree on \s.
+NO_SPACE_PATTERN = r"^[^ \t\r\n]+$"
 # Data and model stores: local paths or S3-compatible object stores.
-STORE_URI_PATTERN = r"^(file|s3)://[^\s]+$"
+STORE_URI_PATTERN = r"^(file|s3)://[^ \t\r\n]+$"
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,8 @@ class Toleration(ApiModel):
 
     key: str | None = Field(default=None, max_length=316, description="Taint key to tolerate.")
     operator: TolerationOperator = Field(
-        default=TolerationOperator.EQUAL, description="Exists matches any value; Equal matches value."
+        default=TolerationOperator.EQUAL,
+        description="Exists matches any value; Equal matches value.",
     )
     value: str | None = Field(default=None, max_length=63, description="Taint value to match.")
     effect: TaintEffect | None = Field(
@@ -172,6 +175,6 @@ class SchedulingSpec(ApiModel):
     image: str | None = Field(
         default=None,
         max_length=512,
-        pattern=r"^\S+$",
+        pattern=NO_SPACE_PATTERN,
         description="Workload image; the operator's configured image when omitted.",
     )

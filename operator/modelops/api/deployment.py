@@ -58,8 +58,9 @@ class EnsembleSpec(ApiModel):
         CelRule(
             rule="self.method != 'weighted' || self.members.map(m, m.weight).sum() == 100",
             message="weights of a weighted ensemble must sum to 100",
-            check=lambda e: e.method != EnsembleMethod.WEIGHTED
-            or sum(m.weight for m in e.members) == 100,
+            check=lambda e: (
+                e.method != EnsembleMethod.WEIGHTED or sum(m.weight for m in e.members) == 100
+            ),
             field="members",
         ),
     )
@@ -105,7 +106,7 @@ class MetricsSource(ApiModel):
     prometheus_url: str | None = Field(
         default=None,
         max_length=2048,
-        pattern=r"^https?://\S+$",
+        pattern=r"^https?://[^ \t\r\n]+$",
         description="Prometheus HTTP API; the pods' /metrics are scraped when omitted.",
     )
     pod_metrics_port: int = Field(
@@ -154,9 +155,7 @@ class AutoscalingSpec(ApiModel):
     scale_to_zero: bool = Field(
         default=False, description="Scale to zero when idle; the first queued request wakes it."
     )
-    interval_seconds: int = Field(
-        default=5, ge=1, le=300, description="How often load is read."
-    )
+    interval_seconds: int = Field(default=5, ge=1, le=300, description="How often load is read.")
     metrics_source: MetricsSource = Field(
         default_factory=MetricsSource, description="Where load is read."
     )
@@ -248,9 +247,7 @@ class RolloutSpec(ApiModel):
     auto_promote: bool = Field(
         default=True, description="Promote a candidate that passes every step or the shadow run."
     )
-    rolling: RollingSpec = Field(
-        default_factory=RollingSpec, description="Rolling-update limits."
-    )
+    rolling: RollingSpec = Field(default_factory=RollingSpec, description="Rolling-update limits.")
 
 
 class BatchingSpec(ApiModel):
@@ -263,9 +260,7 @@ class BatchingSpec(ApiModel):
     max_queue: int = Field(
         default=1024, ge=1, le=1000000, description="Queued requests before 429 answers."
     )
-    timeout_ms: int = Field(
-        default=10000, ge=1, le=600000, description="Per-request deadline."
-    )
+    timeout_ms: int = Field(default=10000, ge=1, le=600000, description="Per-request deadline.")
 
 
 class ServingResources(SchedulingSpec):
@@ -340,9 +335,7 @@ class LiveMetrics(ApiModel):
     rps: float = Field(default=0.0, ge=0, description="Requests per second.")
     p95_ms: float | None = Field(default=None, ge=0, description="p95 latency in ms.")
     error_rate: float = Field(default=0.0, ge=0, le=1, description="Fraction of 5xx answers.")
-    accuracy: float | None = Field(
-        default=None, ge=0, le=1, description="Accuracy from feedback."
-    )
+    accuracy: float | None = Field(default=None, ge=0, le=1, description="Accuracy from feedback.")
     updated_at: datetime | None = Field(default=None, description="When these were read.")
 
 
@@ -364,9 +357,7 @@ class ShadowReport(ApiModel):
         default=None, ge=0, le=1, description="Fraction of equal predictions."
     )
     stable_accuracy: float | None = Field(default=None, ge=0, le=1, description="From feedback.")
-    candidate_accuracy: float | None = Field(
-        default=None, ge=0, le=1, description="From feedback."
-    )
+    candidate_accuracy: float | None = Field(default=None, ge=0, le=1, description="From feedback.")
 
 
 class Promotion(ApiModel):

@@ -280,8 +280,10 @@ class SearchParameter(ApiModel):
         CelRule(
             rule="self.type == 'choice' || (has(self.low) && has(self.high) && self.low < self.high)",
             message="a range parameter needs low < high",
-            check=lambda p: p.type == ParamType.CHOICE
-            or (p.low is not None and p.high is not None and p.low < p.high),
+            check=lambda p: (
+                p.type == ParamType.CHOICE
+                or (p.low is not None and p.high is not None and p.low < p.high)
+            ),
             field="high",
         ),
         CelRule(
@@ -302,8 +304,8 @@ class SearchParameter(ApiModel):
     values: list[str] | None = Field(
         default=None,
         max_length=1000,
-        description="Candidates of a choice, as strings parsed with YAML rules (\"0.1\", "
-        "\"[64, 32]\", \"relu\").",
+        description='Candidates of a choice, as strings parsed with YAML rules ("0.1", '
+        '"[64, 32]", "relu").',
     )
     low: float | None = Field(default=None, description="Lower bound of a range.")
     high: float | None = Field(default=None, description="Upper bound of a range.")
@@ -358,9 +360,9 @@ class WorkerResources(SchedulingSpec):
             rule="!has(self.minWorkers) || !has(self.maxWorkers) || "
             "self.minWorkers <= self.maxWorkers",
             message="minWorkers must be less than or equal to maxWorkers",
-            check=lambda r: r.min_workers is None
-            or r.max_workers is None
-            or r.min_workers <= r.max_workers,
+            check=lambda r: (
+                r.min_workers is None or r.max_workers is None or r.min_workers <= r.max_workers
+            ),
             field="minWorkers",
         ),
         CelRule(
@@ -402,7 +404,9 @@ class OutputSpec(ApiModel):
     """Where the trained version is stored, and under which model name."""
 
     model_name: str = Field(
-        max_length=63, pattern=LABEL_PATTERN, description="Model name; versions are numbered per name."
+        max_length=63,
+        pattern=LABEL_PATTERN,
+        description="Model name; versions are numbered per name.",
     )
     store_uri: str = Field(
         default="file:///var/lib/modelops/models",
@@ -523,9 +527,7 @@ class ModelVersionRef(ApiModel):
     version: int = Field(ge=1, description="Version number.")
     uri: str = Field(max_length=2048, description="Folder of the version in the store.")
     metrics: dict[str, float] = Field(default_factory=dict, description="Evaluation metrics.")
-    data_snapshot: DataSnapshot | None = Field(
-        default=None, description="Data the version saw."
-    )
+    data_snapshot: DataSnapshot | None = Field(default=None, description="Data the version saw.")
     parent_version: int | None = Field(default=None, ge=1, description="Warm-start parent.")
 
 

@@ -48,7 +48,7 @@ class DetectSpec(ApiModel):
     schedule: str | None = Field(
         default=None,
         max_length=128,
-        pattern=r"^(\S+\s+){4}\S+$",
+        pattern=r"^([^ ]+ +){4}[^ ]+$",
         description="Cron schedule (5 fields, UTC); runs start only at these times when set.",
     )
 

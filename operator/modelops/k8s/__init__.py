@@ -1,0 +1,1 @@
+"""The Kubernetes adapter: thin Kopf handlers and pure builders of child objects."""

@@ -1,0 +1,1 @@
+"""The local adapter: the same lifecycle decisions, executed as local processes."""
