@@ -1,0 +1,44 @@
+"""Operator settings, read once at start-up from the environment."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+
+def _env_list(name: str) -> tuple[str, ...]:
+    raw = os.environ.get(name, "")
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class OperatorConfig:
+    """What the operator needs to know about its environment."""
+
+    namespaces: tuple[str, ...] = ()  # empty: the whole cluster
+    workload_image: str = "ghcr.io/modelops/modelops-runtime:0.1.0"
+    store_uri: str = "file:///var/lib/modelops/models"
+    store_volume_claim: str | None = None
+    metrics_port: int = 8080
+    health_port: int = 8081
+    webhook_port: int = 9443
+    webhook_host: str | None = None
+    webhook_cert_dir: str | None = None
+    peering_name: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls) -> OperatorConfig:
+        env = os.environ.get
+        return cls(
+            namespaces=_env_list("MODELOPS_NAMESPACES"),
+            workload_image=env("MODELOPS_WORKLOAD_IMAGE", cls.workload_image),
+            store_uri=env("MODELOPS_STORE_URI", cls.store_uri),
+            store_volume_claim=env("MODELOPS_STORE_PVC") or None,
+            metrics_port=int(env("MODELOPS_METRICS_PORT", str(cls.metrics_port))),
+            health_port=int(env("MODELOPS_HEALTH_PORT", str(cls.health_port))),
+            webhook_port=int(env("MODELOPS_WEBHOOK_PORT", str(cls.webhook_port))),
+            webhook_host=env("MODELOPS_WEBHOOK_HOST") or None,
+            webhook_cert_dir=env("MODELOPS_WEBHOOK_CERT_DIR") or None,
+            peering_name=env("MODELOPS_PEERING") or None,
+        )
