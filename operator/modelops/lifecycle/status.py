@@ -18,7 +18,8 @@ def _strip(value: Any) -> Any:
 
 def status_changed(current: dict[str, Any] | None, desired: dict[str, Any]) -> bool:
     """True when `desired` differs from `current` in anything but volatile timestamps."""
-    return _strip(current or {}) != _strip(desired)
+    changed: bool = _strip(current or {}) != _strip(desired)
+    return changed
 
 
 def status_patch(current: dict[str, Any] | None, desired: dict[str, Any]) -> dict[str, Any]:
