@@ -8,13 +8,14 @@ scaling of regression and forecasting outputs.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
+from modelops.api.artifact import EnsembleCard, EnsembleMemberCard, ModelCard
+from modelops.api.training import EnsembleMethod, Task
 from torch import nn
 
-from modelops.api.artifact import ModelCard
-from modelops.api.training import EnsembleMethod, Task
 from modelops_runtime import artifacts
 from modelops_runtime.models import build_model
 
@@ -63,12 +64,18 @@ def _load_single(folder_uri: str, card: ModelCard) -> SingleModel:
     return SingleModel(card=card, network=network, scaling=scaling)
 
 
+class Scorer(Protocol):
+    """Anything with batch scores: a SingleModel, or a whole Predictor inside a composed ensemble."""
+
+    def scores(self, batch: np.ndarray) -> np.ndarray: ...
+
+
 @dataclass
 class Predictor:
     """A served version: a single network or an ensemble of them."""
 
     card: ModelCard
-    members: list[SingleModel]
+    members: list[SingleModel] | list[Scorer]
     weights: list[float]
     method: EnsembleMethod
 
@@ -93,7 +100,10 @@ class Predictor:
 
     def predict(self, batch: np.ndarray) -> np.ndarray:
         """Class indices for a classifier, values otherwise."""
-        scores = self.scores(batch)
+        return self.decide(self.scores(batch))
+
+    def decide(self, scores: np.ndarray) -> np.ndarray:
+        """Predictions from already computed scores (saves a second forward pass)."""
         if self.is_classifier:
             if scores.shape[-1] == 1:
                 return (scores[..., 0] >= 0.5).astype(np.int64)
@@ -113,3 +123,28 @@ def load_predictor(folder_uri: str) -> Predictor:
         members.append(_load_single(member_uri, artifacts.load_card(member_uri)))
         weights.append(member.weight)
     return Predictor(card, members, weights, card.ensemble.method)
+
+
+def compose(
+    members: list[Predictor], method: EnsembleMethod, weights: list[float], sources: list[str]
+) -> Predictor:
+    """An ensemble of separately stored versions, served as one model.
+
+    The members must agree on inputs, task and outputs; the card is the first
+    member's with an ensemble section naming the others.
+    """
+    first = members[0].card
+    for member in members[1:]:
+        card = member.card
+        if (card.inputs, card.task, card.n_outputs) != (first.inputs, first.task, first.n_outputs):
+            raise ValueError(f"version {card.version} does not match version {first.version}'s inputs/outputs")
+    ensemble = EnsembleCard(
+        method=method,
+        members=[
+            EnsembleMemberCard(path=f"../v{m.card.version}", weight=w, source=s)
+            for m, w, s in zip(members, weights, sources, strict=True)
+        ],
+    )
+    card = first.model_copy(update={"ensemble": ensemble, "spec": None})
+    scorers: list[Scorer] = list(members)
+    return Predictor(card, scorers, weights, method)

@@ -1,0 +1,166 @@
+"""Helpers for the serving tests: small stored models, and a real server process.
+
+`ServerProcess` starts `python -m modelops_runtime serve ...` on a free port,
+waits until /v2/health/ready answers 200, and stops it (SIGTERM, then SIGKILL).
+Its log goes to a file that is printed when readiness never comes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+
+import httpx
+import numpy as np
+import torch
+from modelops.api.artifact import EnsembleCard, EnsembleMemberCard, ModelCard, TensorSpec
+from modelops.api.training import Architecture, EnsembleMethod, ModelSpec, Task
+from modelops_runtime import artifacts
+from modelops_runtime.models import build_model
+
+N_FEATURES = 64
+N_CLASSES = 10
+CLASSES = [f"c{i}" for i in range(N_CLASSES)]
+
+
+def classifier_card(name: str, version: int, hidden: list[int], n_features: int = N_FEATURES) -> ModelCard:
+    return ModelCard(
+        name=name,
+        version=version,
+        created_at=datetime.now(UTC),
+        task=Task.CLASSIFICATION,
+        spec=ModelSpec(architecture=Architecture.MLP, hidden_layers=hidden),
+        features=[f"f{i}" for i in range(n_features)],
+        n_features=n_features,
+        n_outputs=N_CLASSES,
+        classes=CLASSES,
+        inputs=[TensorSpec(name="input", datatype="FP32", shape=[-1, n_features])],
+        outputs=[
+            TensorSpec(name="predictions", datatype="INT64", shape=[-1]),
+            TensorSpec(name="probabilities", datatype="FP32", shape=[-1, N_CLASSES]),
+        ],
+    )
+
+
+def save_classifier(
+    store: str, name: str, version: int, hidden: list[int] | None = None, seed: int | None = None
+) -> ModelCard:
+    """A randomly initialised MLP classifier saved as a finished version."""
+    hidden = hidden or [128, 64]
+    card = classifier_card(name, version, hidden)
+    torch.manual_seed(version if seed is None else seed)
+    assert card.spec is not None
+    network = build_model(card.spec, N_FEATURES, N_CLASSES)
+    tensors = {f"model.{k}": v for k, v in network.state_dict().items()}
+    tensors["input.mean"] = torch.full((N_FEATURES,), 0.5)
+    tensors["input.std"] = torch.full((N_FEATURES,), 0.25)
+    artifacts.save_version(artifacts.version_uri(store, name, version), card, tensors, {"accuracy": 0.5}, None)
+    return card
+
+
+def save_stored_ensemble(store: str, name: str, version: int, members: list[int], method: str) -> None:
+    """An ensemble version whose members are copies of stored versions under members/<i>/."""
+    folder = artifacts.version_uri(store, name, version)
+    member_cards = []
+    for i, member in enumerate(members):
+        source = artifacts.version_uri(store, name, member)
+        target = artifacts.join(folder, "members", i)
+        tensors = artifacts.load_weights(artifacts.join(source, artifacts.WEIGHTS))
+        artifacts.save_version(target, artifacts.load_card(source), tensors, {}, None)
+        member_cards.append(EnsembleMemberCard(path=f"members/{i}", weight=1.0, source=f"v{member}"))
+    base = artifacts.load_card(artifacts.version_uri(store, name, members[0]))
+    card = base.model_copy(
+        update={
+            "version": version,
+            "spec": None,
+            "ensemble": EnsembleCard(method=EnsembleMethod(method), members=member_cards),
+        }
+    )
+    artifacts.save_version(folder, card, None, {}, None)
+
+
+def infer_body(rows: np.ndarray, request_id: str | None = None) -> dict[str, object]:
+    body: dict[str, object] = {
+        "inputs": [
+            {"name": "input", "shape": list(rows.shape), "datatype": "FP32", "data": rows.ravel().tolist()}
+        ]
+    }
+    if request_id is not None:
+        body["id"] = request_id
+    return body
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """A real `serve` process; use as a context manager."""
+
+    def __init__(
+        self, args: list[str], log_path: Path, env: dict[str, str] | None = None, ready_timeout_s: float = 90.0
+    ) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.args = [sys.executable, "-m", "modelops_runtime", "serve", "--host", "127.0.0.1",
+                     "--port", str(self.port), *args]
+        self.log_path = log_path
+        self.env = {**os.environ, **(env or {})}
+        self.ready_timeout_s = ready_timeout_s
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ServerProcess:
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env)
+        deadline = time.monotonic() + self.ready_timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited with {self.process.returncode}:\n{self.log()}")
+            if self.ready():
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"server not ready in {self.ready_timeout_s}s:\n{self.log()}")
+
+    def ready(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/v2/health/ready", timeout=2.0).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-5000:]
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def metric_values(text: str, name: str) -> dict[str, float]:
+    """Samples of one metric from a Prometheus exposition: label string -> value."""
+    found = {}
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            key, _, value = line.rpartition(" ")
+            found[key[len(name):]] = float(value)
+    return found

@@ -1,0 +1,100 @@
+"""Command-line options of `python -m modelops_runtime serve`.
+
+Batching defaults come from the API's BatchingSpec, so the server and the
+ModelDeployment resource agree on what an omitted field means.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+from modelops.api.deployment import BatchingSpec
+
+from modelops_runtime.serve.errors import InvalidInput
+from modelops_runtime.serve.registry import VersionSpec, parse_members
+
+_DEFAULTS = BatchingSpec()
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    store: str
+    model: str
+    version: str
+    host: str
+    port: int
+    max_batch_size: int
+    max_wait_ms: float
+    max_queue: int
+    timeout_ms: float
+    candidate: str | None
+    canary_weight: float
+    shadow: str | None
+    ensemble_method: str | None
+    members: str | None
+    max_body_bytes: int
+    max_connections: int
+    feedback_capacity: int
+    accuracy_window: int
+    torch_threads: int
+    drain_seconds: float
+
+
+def build_parser(prog: str = "python -m modelops_runtime serve") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Serve a model over the Open Inference Protocol.")
+    parser.add_argument("--store", required=True, help="Artifact store URI (file:// or s3://).")
+    parser.add_argument("--model", required=True, help="Model name.")
+    parser.add_argument("--version", default="latest", help="Version number, or latest (default).")
+    parser.add_argument("--host", default="0.0.0.0", help="Address to bind.")
+    parser.add_argument("--port", type=int, default=8080, help="Port (0 picks a free one).")
+    batching = parser.add_argument_group("batching")
+    batching.add_argument("--max-batch-size", type=int, default=_DEFAULTS.max_batch_size)
+    batching.add_argument("--max-wait-ms", type=float, default=_DEFAULTS.max_wait_ms)
+    batching.add_argument("--max-queue", type=int, default=_DEFAULTS.max_queue)
+    batching.add_argument("--timeout-ms", type=float, default=float(_DEFAULTS.timeout_ms))
+    rollout = parser.add_argument_group("rollout")
+    exclusive = rollout.add_mutually_exclusive_group()
+    exclusive.add_argument("--candidate", help="Canary version loaded beside the stable one.")
+    exclusive.add_argument("--shadow", help="Version that gets a mirrored copy of all traffic.")
+    rollout.add_argument("--canary-weight", type=float, default=0.0, help="Percent to the candidate.")
+    ensemble = parser.add_argument_group("ensemble")
+    ensemble.add_argument("--ensemble-method", choices=["mean", "vote", "weighted"])
+    ensemble.add_argument("--members", help="Member versions: 1,2,3 or 1:30,2:70 (weights).")
+    limits = parser.add_argument_group("limits")
+    limits.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
+    limits.add_argument("--max-connections", type=int, default=4096)
+    limits.add_argument("--feedback-capacity", type=int, default=100_000,
+                        help="Recent request ids kept for feedback.")
+    limits.add_argument("--accuracy-window", type=int, default=1000,
+                        help="Feedback rows in the rolling accuracy.")
+    limits.add_argument("--torch-threads", type=int, default=1,
+                        help="Intra-op threads of the forward pass (replicas scale out instead).")
+    limits.add_argument("--drain-seconds", type=float, default=20.0,
+                        help="Grace for in-flight requests on SIGTERM.")
+    return parser
+
+
+def parse_config(argv: list[str]) -> ServeConfig:
+    args = build_parser().parse_args(argv)
+    if args.canary_weight and not args.candidate:
+        raise SystemExit("--canary-weight needs --candidate")
+    if not 0 <= args.canary_weight <= 100:
+        raise SystemExit("--canary-weight is a percent from 0 to 100")
+    if (args.members is None) != (args.ensemble_method is None):
+        raise SystemExit("--members and --ensemble-method go together")
+    for name, value in (("--max-batch-size", args.max_batch_size), ("--max-queue", args.max_queue)):
+        if value < 1:
+            raise SystemExit(f"{name} must be at least 1")
+    return ServeConfig(**{k: v for k, v in vars(args).items()})
+
+
+def stable_spec(config: ServeConfig, resolved: int | None) -> VersionSpec:
+    """The first stable version: an ensemble of --members, or one stored version."""
+    if config.members is not None and config.ensemble_method is not None:
+        label = None if config.version in ("latest", "") else config.version
+        if label is not None and label.isdigit():
+            raise InvalidInput("with --members, --version names the ensemble; use a non-numeric name")
+        return parse_members(config.members, config.ensemble_method, label)
+    assert resolved is not None
+    return VersionSpec.single(resolved)

@@ -1,0 +1,144 @@
+"""The REST adapter: Open Inference Protocol paths onto the data plane.
+
+Paths (KServe v2 REST, plus feedback, admin and metrics):
+
+    GET  /v2/health/live                          200 while the process runs
+    GET  /v2/health/ready                         200 once the stable version answers, else 503
+    GET  /v2                                      server metadata
+    GET  /v2/models/{name}[/versions/{v}]         model metadata (inputs, outputs, datatypes)
+    GET  /v2/models/{name}[/versions/{v}]/ready   200 or 503
+    POST /v2/models/{name}[/versions/{v}]/infer   inference; header x-model-version says who answered
+    POST /v2/models/{name}/feedback               {"id": ..., "labels": [...]} or a list of them
+    GET  /v2/admin/routing                        split, loaded versions, accuracy, shadow agreement
+    PUT  /v2/admin/routing                        {"stable", "candidate", "weight", "shadow"}
+    POST /v2/admin/load                           {"version"} or {"members", "method", "version"}; "role"
+    GET  /metrics                                 Prometheus exposition
+
+Admin calls need `Authorization: Bearer <token>` when a token is configured
+(env MODELOPS_ADMIN_TOKEN, or a file named by MODELOPS_ADMIN_TOKEN_FILE, re-read
+on every call so a rotated Secret applies without a restart).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from collections.abc import Awaitable, Callable
+from urllib.parse import unquote
+
+from modelops_runtime.serve.dataplane import DataPlane
+from modelops_runtime.serve.errors import MethodNotAllowed, NotFound, ServeError, Unauthorized
+from modelops_runtime.serve.http import Request, Response
+from modelops_runtime.serve.metrics import CONTENT_TYPE
+from modelops_runtime.serve.protocol import dumps
+
+SERVER_NAME = "modelops"
+SERVER_VERSION = "0.1.0"
+TOKEN_ENV = "MODELOPS_ADMIN_TOKEN"
+TOKEN_FILE_ENV = "MODELOPS_ADMIN_TOKEN_FILE"
+
+_LIVE = dumps({"live": True})
+_READY = dumps({"ready": True})
+_NOT_READY = dumps({"ready": False})
+
+
+def error_body(error: ServeError) -> Response:
+    return Response(error.status, dumps({"error": error.message}), headers=error.headers())
+
+
+def admin_token() -> str | None:
+    """The configured admin token, or None when admin calls are open."""
+    path = os.environ.get(TOKEN_FILE_ENV)
+    if path:
+        with open(path, encoding="utf-8") as handle:
+            return handle.read().strip() or None
+    return os.environ.get(TOKEN_ENV) or None
+
+
+def _allow(request: Request, method: str) -> None:
+    if request.method != method:
+        raise MethodNotAllowed(request.method, method)
+
+
+class RestAdapter:
+    """Routes HTTP requests to a DataPlane."""
+
+    def __init__(self, dataplane: DataPlane, token: Callable[[], str | None] = admin_token) -> None:
+        self.dataplane = dataplane
+        self._token = token
+        self._fixed: dict[str, Callable[[Request], Awaitable[Response]]] = {
+            "/v2/health/live": self._live,
+            "/v2/health/ready": self._ready,
+            "/v2": self._server_metadata,
+            "/metrics": self._metrics,
+            "/v2/admin/routing": self._routing,
+            "/v2/admin/load": self._load,
+        }
+
+    async def __call__(self, request: Request) -> Response:
+        path = unquote(request.path) if "%" in request.path else request.path
+        fixed = self._fixed.get(path.rstrip("/") or "/")
+        if fixed is not None:
+            return await fixed(request)
+        if path.startswith("/v2/models/"):
+            return await self._model(request, path[len("/v2/models/") :].strip("/").split("/"))
+        raise NotFound(f"no such path: {request.path}")
+
+    async def _model(self, request: Request, parts: list[str]) -> Response:
+        name, version = parts[0], None
+        rest = parts[1:]
+        if len(rest) >= 2 and rest[0] == "versions":
+            version, rest = rest[1], rest[2:]
+        action = rest[0] if len(rest) == 1 else ("" if not rest else None)
+        plane = self.dataplane
+        if action == "infer":
+            _allow(request, "POST")
+            result = await plane.infer(name, version, request.body, request.headers)
+            return Response(200, result.body, headers=[("x-model-version", result.version)])
+        if action == "":
+            _allow(request, "GET")
+            return Response(200, dumps(plane.metadata(name, version)))
+        if action == "ready":
+            _allow(request, "GET")
+            ready = plane.model_ready(name, version)
+            return Response(200 if ready else 503, dumps({"name": name, "ready": ready}))
+        if action == "feedback" and version is None:
+            _allow(request, "POST")
+            return Response(200, dumps(plane.feedback(name, request.body)))
+        raise NotFound(f"no such path: {request.path}")
+
+    async def _live(self, request: Request) -> Response:
+        return Response(200, _LIVE)
+
+    async def _ready(self, request: Request) -> Response:
+        ready = self.dataplane.ready()
+        return Response(200 if ready else 503, _READY if ready else _NOT_READY)
+
+    async def _server_metadata(self, request: Request) -> Response:
+        return Response(200, dumps({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": []}))
+
+    async def _metrics(self, request: Request) -> Response:
+        _allow(request, "GET")
+        return Response(200, self.dataplane.metrics.exposition(), content_type=CONTENT_TYPE)
+
+    def _authorize(self, request: Request) -> None:
+        token = self._token()
+        if token is None:
+            return
+        given = request.headers.get("authorization", "")
+        scheme, _, value = given.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
+            raise Unauthorized("admin calls need 'Authorization: Bearer <token>'")
+
+    async def _routing(self, request: Request) -> Response:
+        self._authorize(request)
+        if request.method == "GET":
+            return Response(200, dumps(self.dataplane.routing_state()))
+        if request.method != "PUT":
+            raise MethodNotAllowed(request.method, "GET, PUT")
+        return Response(200, dumps(await self.dataplane.set_routing(request.body)))
+
+    async def _load(self, request: Request) -> Response:
+        self._authorize(request)
+        _allow(request, "POST")
+        return Response(200, dumps(await self.dataplane.load(request.body)))
