@@ -46,3 +46,17 @@ def compute_delta(old: SnapshotManifest | None, current: SnapshotManifest) -> Da
             unchanged.append(shard)
     deleted = [before[path] for path in sorted(before) if path not in now]
     return DataDelta(new=new, changed=changed, deleted=deleted, unchanged=unchanged)
+
+
+def schema_problem(expected: list[str], found: list[str], shard: str) -> str | None:
+    """A message naming the columns by which a shard differs from the trained schema."""
+    missing = [c for c in expected if c not in found]
+    extra = [c for c in found if c not in expected]
+    if not missing and not extra:
+        return None
+    parts = []
+    if missing:
+        parts.append(f"missing column(s) {', '.join(missing)}")
+    if extra:
+        parts.append(f"unexpected column(s) {', '.join(extra)}")
+    return f"shard {shard} changed schema: {'; '.join(parts)}"

@@ -1,0 +1,193 @@
+"""A TrainingJob in local mode: the runtime's `train` command as a child process.
+
+The job id is fixed per job, so a retry or a rerun of `modelops run` resumes from the
+last epoch checkpoint; a Succeeded job is never trained again.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from modelops.api.base import Condition
+from modelops.api.training import (
+    Attempt,
+    ModelVersionRef,
+    Progress,
+    TrainingJob,
+    TrainingJobStatus,
+    TrainingPhase,
+)
+from modelops.lifecycle.conditions import set_condition
+from modelops.local.context import LocalContext, now
+from modelops.local.state import read_json
+
+KIND = "TrainingJob"
+RESULT_MARKER = "MODELOPS_RESULT "
+# Exit codes of the runtime's train command that retrying cannot fix.
+_PERMANENT = {2: "InvalidSpec", 3: "NoNewData"}
+
+
+def main_metric(metrics: dict[str, float]) -> str | None:
+    for name in ("accuracy", "skill", "r2", "mse", "val_accuracy", "val_loss"):
+        if name in metrics:
+            return f"{name}={metrics[name]:.4f}"
+    return None
+
+
+def last_error_line(log: Path) -> str:
+    """The last meaningful line a failed run printed, for the status message."""
+    try:
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines()]
+    except OSError:
+        return "no log"
+    for line in reversed(lines):
+        if line and not line.startswith(("MODELOPS_PROGRESS", "(", "[")):
+            return line[:1000]
+    return "exited without output"
+
+
+def read_result(log: Path) -> dict[str, Any] | None:
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if line.startswith(RESULT_MARKER):
+            result: dict[str, Any] = json.loads(line[len(RESULT_MARKER) :])
+            return result
+    return None
+
+
+class LocalTraining:
+    """Runs one TrainingJob to Succeeded or Failed, retrying up to its backoff limit."""
+
+    def __init__(self, job: TrainingJob, ctx: LocalContext) -> None:
+        self.job = job
+        self.ctx = ctx
+        self.name = job.metadata.name
+        self.process_name = f"train-{self.name}"
+        stored = ctx.state.load_status(KIND, self.name)
+        self.status = TrainingJobStatus.model_validate(stored) if stored else TrainingJobStatus()
+        self.progress_path = ctx.state.root / "progress" / f"{self.name}.json"
+
+    @property
+    def resource(self) -> str:
+        return f"tj/{self.name}"
+
+    @property
+    def finished(self) -> bool:
+        return self.status.phase in (TrainingPhase.SUCCEEDED, TrainingPhase.FAILED)
+
+    def _local_manifest(self) -> dict[str, Any]:
+        """The manifest with workers capped to this machine's CPUs."""
+        document = self.job.to_dict()
+        document.pop("status", None)
+        resources = document["spec"].setdefault("resources", {})
+        workers = max(1, min(int(resources.get("workers", 1)), self.ctx.cpus))
+        resources.update(workers=workers, cpusPerWorker="1", gpusPerWorker=0)
+        for key in ("minWorkers", "maxWorkers"):
+            if key in resources:
+                resources[key] = min(int(resources[key]), workers)
+        return document
+
+    def _set(self, phase: TrainingPhase, reason: str, message: str) -> None:
+        if phase != self.status.phase:
+            self.ctx.event(self.resource, reason, message)
+        ready = phase == TrainingPhase.SUCCEEDED
+        conditions: list[Condition] = set_condition(
+            self.status.conditions, "Ready", ready, reason, message, now(), 1
+        )
+        if phase == TrainingPhase.FAILED:
+            conditions = set_condition(conditions, "Failed", True, reason, message, now(), 1)
+        self.status = self.status.model_copy(
+            update={"phase": phase, "message": message, "conditions": conditions}
+        )
+
+    def _start_attempt(self) -> None:
+        manifest = self.ctx.write_manifest(f"trainingjob-{self.name}", self._local_manifest())
+        argv = self.ctx.runtime(
+            "train",
+            "--spec",
+            str(manifest),
+            "--job-id",
+            f"local-{self.name}",
+            "--progress-file",
+            str(self.progress_path),
+        )
+        self.ctx.supervisor.start(self.process_name, argv)
+        attempt = Attempt(index=len(self.status.attempts), started_at=now())
+        self.status = self.status.model_copy(
+            update={
+                "attempts": [*self.status.attempts, attempt],
+                "start_time": self.status.start_time or now(),
+            }
+        )
+        self._set(TrainingPhase.RUNNING, "Started", f"attempt {attempt.index} started")
+
+    def _read_progress(self) -> None:
+        document = read_json(self.progress_path)
+        if not isinstance(document, dict):
+            return
+        aliases = {field.alias or name for name, field in Progress.model_fields.items()}
+        shared = {k: v for k, v in document.items() if k in aliases}
+        progress = Progress.model_validate(shared)
+        self.status = self.status.model_copy(
+            update={"progress": progress, "main_metric": main_metric(progress.metrics)}
+        )
+
+    def _finish_attempt(self, code: int) -> None:
+        child = self.ctx.supervisor.children.get(self.process_name)
+        log = child.log_path if child else self.ctx.supervisor.log_dir / f"{self.process_name}.log"
+        self.ctx.supervisor.reap(self.process_name)
+        attempts = list(self.status.attempts)
+        result = read_result(log) if code == 0 else None
+        reason = None if result else last_error_line(log)
+        attempts[-1] = attempts[-1].model_copy(
+            update={
+                "finished_at": now(),
+                "result": "Succeeded" if result else "Failed",
+                "reason": reason,
+            }
+        )
+        self.status = self.status.model_copy(update={"attempts": attempts})
+        if result is not None:
+            version = ModelVersionRef.model_validate(result)
+            self.status = self.status.model_copy(
+                update={
+                    "model_version": version,
+                    "completion_time": now(),
+                    "main_metric": main_metric(version.metrics),
+                }
+            )
+            self._set(TrainingPhase.SUCCEEDED, "Succeeded", f"version {version.version} stored")
+            return
+        permanent = _PERMANENT.get(code)
+        retries_left = len(attempts) <= self.job.spec.backoff_limit
+        if permanent is None and retries_left:
+            self.ctx.event(self.resource, "Retrying", f"attempt failed: {reason}")
+            self._start_attempt()
+            return
+        self.status = self.status.model_copy(update={"completion_time": now()})
+        self._set(TrainingPhase.FAILED, permanent or "BackoffLimitExceeded", reason or "failed")
+
+    def tick(self) -> None:
+        if self.finished:
+            return
+        child = self.ctx.supervisor.get(self.process_name)
+        if child is None:
+            self._start_attempt()
+        else:
+            self._read_progress()
+            code = child.returncode()
+            if code is not None:
+                self._read_progress()
+                self._finish_attempt(code)
+        self.save()
+
+    def save(self) -> None:
+        self.ctx.state.save_status(KIND, self.name, self.job.spec.to_dict(), self.status.to_dict())
+
+    def stop(self) -> None:
+        self.ctx.supervisor.stop(self.process_name)
