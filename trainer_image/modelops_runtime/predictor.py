@@ -41,7 +41,11 @@ class SingleModel:
     @torch.inference_mode()
     def scores(self, batch: np.ndarray) -> np.ndarray:
         """Raw outputs: probabilities for a classifier, values otherwise."""
-        x = torch.as_tensor(batch, dtype=torch.float32)
+        result: np.ndarray = self.scores_tensor(torch.as_tensor(batch, dtype=torch.float32)).numpy()
+        return result
+
+    def scores_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """`scores` on tensors: traceable, so a server can run it as one graph."""
         if "input.mean" in self.scaling:
             x = (x - self.scaling["input.mean"]) / self.scaling["input.std"]
         out = self.network(x)
@@ -49,7 +53,7 @@ class SingleModel:
             out = torch.sigmoid(out) if self.card.n_outputs == 1 else torch.softmax(out, dim=-1)
         elif "target.mean" in self.scaling:
             out = out * self.scaling["target.std"] + self.scaling["target.mean"]
-        result: np.ndarray = out.numpy()
+        result: torch.Tensor = out
         return result
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -53,6 +54,7 @@ def build(config: ServeConfig) -> tuple[DataPlane, HttpServer]:
 
 async def serve(config: ServeConfig) -> None:
     torch.set_num_threads(config.torch_threads)
+    sys.setswitchinterval(config.gil_switch_ms / 1000.0)
     dataplane, server = build(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -39,6 +39,7 @@ class ServeConfig:
     accuracy_window: int
     torch_threads: int
     drain_seconds: float
+    gil_switch_ms: float
 
 
 def build_parser(prog: str = "python -m modelops_runtime serve") -> argparse.ArgumentParser:
@@ -70,6 +71,9 @@ def build_parser(prog: str = "python -m modelops_runtime serve") -> argparse.Arg
                         help="Feedback rows in the rolling accuracy.")
     limits.add_argument("--torch-threads", type=int, default=1,
                         help="Intra-op threads of the forward pass (replicas scale out instead).")
+    limits.add_argument("--gil-switch-ms", type=float, default=0.5,
+                        help="Python thread switch interval: how long the forward thread may "
+                        "wait for the GIL while the event loop is busy (Python's default is 5).")
     limits.add_argument("--drain-seconds", type=float, default=20.0,
                         help="Grace for in-flight requests on SIGTERM.")
     return parser

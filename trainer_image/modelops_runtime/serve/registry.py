@@ -22,6 +22,7 @@ from modelops.api.training import EnsembleMethod
 from modelops_runtime import artifacts
 from modelops_runtime.predictor import Predictor, compose, load_predictor
 from modelops_runtime.serve.batching import Batcher
+from modelops_runtime.serve.compiled import traced
 from modelops_runtime.serve.errors import Conflict, InvalidInput, NotFound, VersionNotFound
 from modelops_runtime.serve.metrics import ServeMetrics
 from modelops_runtime.serve.protocol import Outputs
@@ -173,7 +174,7 @@ class ModelRegistry:
             del self._loading[spec.label]
 
     def _load(self, spec: VersionSpec) -> Predictor:
-        predictor = load_spec(self.store_uri, self.model, spec)
+        predictor = traced(load_spec(self.store_uri, self.model, spec))
         shape = [1 if d == -1 else d for d in predictor.card.inputs[0].shape]
         predictor.scores(np.zeros(shape, dtype=np.float32))  # warm-up before any traffic
         return predictor
