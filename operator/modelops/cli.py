@@ -60,6 +60,21 @@ def cmd_crds(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run manifests locally: training, serving, autoscaling and updates as processes."""
+    from modelops.local.runner import run  # rich, aiohttp: only for this command
+
+    live = True if args.live else False if args.no_live else None
+    return run(args.paths, Path(args.state), Path(args.root), args.port, live)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Show the state of a local run, from another terminal."""
+    from modelops.local.runner import status
+
+    return status(Path(args.state))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modelops", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -75,6 +90,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--dir", action="append", help=f"output folder (default: {', '.join(DEFAULT_CRD_DIRS)})"
     )
     crds.set_defaults(func=cmd_crds)
+
+    run = sub.add_parser("run", help="run manifests on this machine (local mode)")
+    run.add_argument("paths", nargs="+", help="manifest files or folders")
+    run.add_argument("--state", default=".modelops/state", help="state folder")
+    run.add_argument(
+        "--root",
+        default=".modelops",
+        help="local folder standing for file:///var/lib/modelops in the manifests",
+    )
+    run.add_argument("--port", type=int, default=8000, help="first ModelDeployment's port")
+    run.add_argument("--live", action="store_true", help="live table even without a terminal")
+    run.add_argument("--no-live", action="store_true", help="event lines instead of a table")
+    run.set_defaults(func=cmd_run)
+
+    status = sub.add_parser("status", help="show the state of a local run")
+    status.add_argument("--state", default=".modelops/state", help="state folder")
+    status.set_defaults(func=cmd_status)
     return parser
 
 

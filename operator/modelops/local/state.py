@@ -70,6 +70,17 @@ class StateStore:
         registry[model] = [*versions, version]
         write_json_atomic(self.registry_path, registry)
 
+    def rejected(self, model: str) -> list[int]:
+        """Versions a rollout rolled back; `latest` skips them."""
+        registry = read_json(self.registry_path, {})
+        return [int(v) for v in registry.get(f"{model}:rejected", [])]
+
+    def reject(self, model: str, version: int) -> None:
+        registry = read_json(self.registry_path, {})
+        key = f"{model}:rejected"
+        registry[key] = sorted({*[int(v) for v in registry.get(key, [])], version})
+        write_json_atomic(self.registry_path, registry)
+
     def record_processes(self, pids: dict[str, int]) -> None:
         write_json_atomic(self.processes_path, pids)
 
