@@ -89,13 +89,12 @@ def test_gate_is_monotone_in_the_candidate(
 def test_run_starts_only_when_thresholds_are_met() -> None:
     update = _update(spec__detect={"minNewShards": 2})
     status = IncrementalUpdateStatus()
-    assert not should_start_run(update.spec, status, DataDelta(new_shards=1), NOW, None).start
+    assert not should_start_run(update.spec, status, DataDelta(new_shards=1), NOW, None, 1).start
     assert should_start_run(
-        update.spec, status, DataDelta(new_shards=1, changed_shards=1), NOW, None
-    ).start
+        update.spec, status, DataDelta(new_shards=1, changed_shards=1), NOW, None, 1).start
     by_rows = _update(spec__detect={"minNewShards": 0, "minNewRows": 1000})
-    assert not should_start_run(by_rows.spec, status, DataDelta(new_rows=999), NOW, None).start
-    assert should_start_run(by_rows.spec, status, DataDelta(new_rows=1000), NOW, None).start
+    assert not should_start_run(by_rows.spec, status, DataDelta(new_rows=999), NOW, None, 1).start
+    assert should_start_run(by_rows.spec, status, DataDelta(new_rows=1000), NOW, None, 1).start
 
 
 def test_never_more_than_one_run_and_suspend_wins() -> None:
@@ -103,12 +102,11 @@ def test_never_more_than_one_run_and_suspend_wins() -> None:
     busy = IncrementalUpdateStatus(
         current_run=CurrentRun(training_job="digits-run-1", started_at=NOW)
     )
-    decision = should_start_run(update.spec, busy, DataDelta(new_shards=5), NOW, None)
+    decision = should_start_run(update.spec, busy, DataDelta(new_shards=5), NOW, None, 1)
     assert not decision.start and "digits-run-1" in decision.reason
     suspended = _update(spec__suspend=True)
     decision = should_start_run(
-        suspended.spec, IncrementalUpdateStatus(), DataDelta(new_shards=5), NOW, None
-    )
+        suspended.spec, IncrementalUpdateStatus(), DataDelta(new_shards=5), NOW, None, 1)
     assert not decision.start and decision.reason == "suspended"
 
 
@@ -116,10 +114,10 @@ def test_schedule_gates_the_start() -> None:
     update = _update(spec__detect={"minNewShards": 1, "schedule": "0 3 * * *"})
     delta = DataDelta(new_shards=1)
     status = IncrementalUpdateStatus()
-    at_noon = should_start_run(update.spec, status, delta, NOW, NOW - timedelta(minutes=1))
+    at_noon = should_start_run(update.spec, status, delta, NOW, NOW - timedelta(minutes=1), 1)
     assert not at_noon.start and "schedule" in at_noon.reason
     three = NOW.replace(hour=3, minute=0)
-    assert should_start_run(update.spec, status, delta, three, three - timedelta(seconds=30)).start
+    assert should_start_run(update.spec, status, delta, three, three - timedelta(seconds=30), 1).start
 
 
 # --- the child TrainingJob ------------------------------------------------------------

@@ -37,11 +37,15 @@ def should_start_run(
     delta: DataDelta,
     now: datetime,
     last_check: datetime | None,
+    promoted_version: int | None,
 ) -> RunDecision:
-    """Start a run only when none is in flight, the delta is large enough, and the
-    schedule (if any) fired since the last check."""
+    """Start a run only when a version is promoted (the recipe's first training is the
+    baseline), none is in flight, the delta is large enough, and the schedule (if any)
+    fired since the last check."""
     if spec.suspend:
         return RunDecision(False, "suspended")
+    if promoted_version is None:
+        return RunDecision(False, "waiting for a first promoted version to update")
     if status.current_run is not None:
         return RunDecision(False, f"run {status.current_run.training_job} in flight")
     if not thresholds_met(delta, spec):

@@ -46,11 +46,51 @@ def stop_group(pid: int, grace_seconds: float = 10.0) -> None:
     _signal_group(pid, signal.SIGKILL)
 
 
+MARKER_ENV = "MODELOPS_LOCAL_RUN"
+
+
+def marked_processes(marker: str) -> list[int]:
+    """Pids whose environment carries `MODELOPS_LOCAL_RUN=<marker>`.
+
+    Some children start grandchildren in sessions of their own (Ray's workers call
+    setsid), out of reach of a process-group signal; the inherited environment
+    still names the run they belong to.
+    """
+    needle = f"{MARKER_ENV}={marker}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def sweep(marker: str, grace_seconds: float = 5.0) -> list[int]:
+    """SIGTERM, then SIGKILL, every process of the run that is still there."""
+    pids = marked_processes(marker)
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace_seconds
+    while time.monotonic() < deadline and marked_processes(marker):
+        time.sleep(0.1)
+    for pid in marked_processes(marker):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, signal.SIGKILL)
+    return pids
+
+
 class Supervisor:
     """Starts, tracks and stops the children; `stop_all` leaves no process behind."""
 
-    def __init__(self, log_dir: Path) -> None:
+    def __init__(self, log_dir: Path, marker: str) -> None:
         self.log_dir = log_dir
+        self.marker = marker
         self.children: dict[str, Child] = {}
         log_dir.mkdir(parents=True, exist_ok=True)
 
@@ -64,7 +104,7 @@ class Supervisor:
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **(env or {}), MARKER_ENV: self.marker},
             start_new_session=True,  # its own group: we can stop it with all its children
         )
         child = Child(name, process, log_path, log)
@@ -97,10 +137,20 @@ class Supervisor:
         return {name: child.pid for name, child in self.children.items()}
 
     def stop_all(self, grace_seconds: float = 10.0) -> None:
-        for pid in [child.pid for child in self.children.values()]:
-            _signal_group(pid, signal.SIGTERM)
-        for name in list(self.children):
-            self.stop(name, grace_seconds)
+        """Stop every child at once (one grace period in total), then sweep the run."""
+        children = list(self.children.values())
+        self.children.clear()
+        for child in children:
+            _signal_group(child.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_seconds
+        for child in children:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.process.wait(timeout=max(0.0, deadline - time.monotonic()))
+            _signal_group(child.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.process.wait(timeout=5)
+            child.log.close()
+        sweep(self.marker)
 
 
 def _is_ours(pid: int) -> bool:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -37,8 +39,6 @@ class ManifestError(ValueError):
 
 class Controller(Protocol):
     async def tick(self) -> None: ...
-
-    def stop(self) -> None: ...
 
 
 def manifest_files(paths: Sequence[str]) -> list[Path]:
@@ -84,9 +84,6 @@ class TrainingController:
         if self.promote and succeeded and before != TrainingPhase.SUCCEEDED and version:
             # A TrainingJob a user applied is its own gate: its version may be served.
             self.training.ctx.state.promote(version.name, version.version)
-
-    def stop(self) -> None:
-        self.training.stop()
 
 
 class LocalRunner:
@@ -149,8 +146,7 @@ class LocalRunner:
             closer = getattr(controller, "close", None)
             if closer is not None:
                 await closer()
-            controller.stop()
-        self.ctx.supervisor.stop_all()
+        await asyncio.to_thread(self.ctx.supervisor.stop_all)
         self.ctx.state.record_processes({})
 
 
@@ -179,7 +175,8 @@ def run(
     left = stop_leftovers(state.recorded_processes())
     if left:
         console.print(f"stopped {len(left)} process(es) left by an earlier run")
-    ctx = LocalContext(root=root, state=state, supervisor=Supervisor(state_dir / "logs"))
+    marker = f"{os.getpid()}-{int(time.time())}"
+    ctx = LocalContext(root=root, state=state, supervisor=Supervisor(state_dir / "logs", marker))
     ctx.event_log = state_dir / "events.log"
     try:
         runner = LocalRunner(resources, ctx, base_port)

@@ -409,8 +409,3 @@ class LocalServing:
         await self.balancer.stop()
         if self.session is not None:
             await self.session.close()
-
-    def stop(self) -> None:
-        for name in list(self.replicas):
-            self.ctx.supervisor.stop(name, 5.0)
-        self.replicas.clear()

@@ -188,6 +188,3 @@ class LocalTraining:
 
     def save(self) -> None:
         self.ctx.state.save_status(KIND, self.name, self.job.spec.to_dict(), self.status.to_dict())
-
-    def stop(self) -> None:
-        self.ctx.supervisor.stop(self.process_name)

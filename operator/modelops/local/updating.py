@@ -210,7 +210,9 @@ class LocalUpdate:
                 ),
             }
         )
-        decision = should_start_run(self.update.spec, self.status, summary, now(), self.last_check)
+        decision = should_start_run(
+            self.update.spec, self.status, summary, now(), self.last_check, promoted
+        )
         self.last_check = now()
         if not decision.start:
             return
@@ -264,7 +266,3 @@ class LocalUpdate:
         self.ctx.state.save_status(
             KIND, self.name, self.update.spec.to_dict(), self.status.to_dict()
         )
-
-    def stop(self) -> None:
-        if self.run is not None:
-            self.run.stop()
