@@ -1,0 +1,31 @@
+"""`python -m modelops_runtime <command> [args]`: every program the workload image runs.
+
+A command is a `main(argv: list[str]) -> int` function, imported only when chosen
+(torch and Ray are slow to import). Adding a command is one line in COMMANDS.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+COMMANDS: dict[str, str] = {
+    "train": "modelops_runtime.train.cli:main",
+    "evaluate": "modelops_runtime.evaluate:main",
+    "datasets": "modelops_runtime.datasets:main",
+    "serve": "modelops_runtime.serve.cli:main",
+    "predict-batch": "modelops_runtime.batch_predict:main",
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] not in COMMANDS:
+        print(f"usage: python -m modelops_runtime {{{','.join(COMMANDS)}}} [args]", file=sys.stderr)
+        return 0 if args[:1] in (["-h"], ["--help"]) else 2
+    module, function = COMMANDS[args[0]].split(":")
+    return int(getattr(importlib.import_module(module), function)(args[1:]) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Sharded datasets, streamed in bounded memory: listing, reading, splitting, batching."""

@@ -1,0 +1,88 @@
+"""A dataset's shard files: listing them and fingerprinting them into a snapshot manifest.
+
+A dataset URI is a folder (file://) or prefix (s3://) whose direct children with the
+format's suffix are the shards; they are taken in path order, which fixes the shard
+index every worker assignment is computed from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow.parquet as pq
+from modelops.api.artifact import ShardInfo, SnapshotManifest
+from modelops.api.training import DataFormat
+
+from modelops_runtime import artifacts
+from modelops_runtime.data.readers import read_columns
+
+SUFFIXES: dict[DataFormat, tuple[str, ...]] = {
+    DataFormat.PARQUET: (".parquet", ".pq"),
+    DataFormat.CSV: (".csv",),
+}
+_HASH_CHUNK = 1 << 20
+
+
+def shard_uri(dataset_uri: str, shard: ShardInfo | str) -> str:
+    """The URI of a shard, from its path relative to the dataset."""
+    return artifacts.join(dataset_uri, shard.path if isinstance(shard, ShardInfo) else shard)
+
+
+def list_shards(dataset_uri: str, fmt: DataFormat) -> list[str]:
+    """Relative paths of the shard files, sorted."""
+    fs, root = artifacts.filesystem(dataset_uri)
+    if not fs.isdir(root):
+        raise FileNotFoundError(f"dataset {dataset_uri} is not a folder")
+    names = []
+    for entry in fs.ls(root, detail=True):
+        name = str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
+        if entry.get("type") == "file" and name.endswith(SUFFIXES[fmt]):
+            names.append(name)
+    return sorted(names)
+
+
+def _count_csv_rows(newlines: int, last_byte: bytes) -> int:
+    # Rows are lines after the header; a final line without its newline still counts.
+    # Quoted fields spanning lines are not supported in CSV shards.
+    lines = newlines + (1 if last_byte not in (b"", b"\n") else 0)
+    return max(lines - 1, 0)
+
+
+def fingerprint(dataset_uri: str, path: str, fmt: DataFormat) -> ShardInfo:
+    """Size, content hash and row count of one shard, reading it once in bounded chunks."""
+    fs, full = artifacts.filesystem(shard_uri(dataset_uri, path))
+    digest = hashlib.sha256()
+    size = 0
+    newlines = 0
+    last = b""
+    with fs.open(full, "rb") as handle:
+        while chunk := handle.read(_HASH_CHUNK):
+            digest.update(chunk)
+            size += len(chunk)
+            if fmt == DataFormat.CSV:
+                newlines += chunk.count(b"\n")
+                last = chunk[-1:]
+    if fmt == DataFormat.PARQUET:
+        with fs.open(full, "rb") as handle:
+            rows = pq.ParquetFile(handle).metadata.num_rows
+    else:
+        rows = _count_csv_rows(newlines, last)
+    return ShardInfo(path=path, size=size, sha256=digest.hexdigest(), rows=rows)
+
+
+def snapshot(dataset_uri: str, fmt: DataFormat) -> SnapshotManifest:
+    """The manifest of the dataset as it is now: every shard with its fingerprint."""
+    paths = list_shards(dataset_uri, fmt)
+    if not paths:
+        raise FileNotFoundError(f"dataset {dataset_uri} has no {fmt.value} shards")
+    shards = [fingerprint(dataset_uri, path, fmt) for path in paths]
+    columns = read_columns(shard_uri(dataset_uri, paths[0]), fmt)
+    return SnapshotManifest(uri=dataset_uri, format=fmt.value, shards=shards, columns=columns)
+
+
+def digest(manifest: SnapshotManifest) -> str:
+    """One hash over paths, sizes and content hashes: equal digests mean equal data."""
+    h = hashlib.sha256()
+    for shard in manifest.shards:
+        h.update(f"{shard.path}\0{shard.size}\0{shard.sha256}\n".encode())
+    return h.hexdigest()

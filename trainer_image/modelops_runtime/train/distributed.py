@@ -1,0 +1,105 @@
+"""Running the loop on Ray Train: a TorchTrainer sized from the job's resources.
+
+gloo on CPU workers; NCCL and mixed precision on GPU workers. Worker failures restart
+the worker group up to backoffLimit times (FailureConfig); the restarted loop resumes
+from the job's newest checkpoint in the store. Progress is written by a callback in the
+Ray Train controller, which runs on the driver's node, so the file lands where the
+driver (and the operator watching it) can read it.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from typing import Any
+
+import ray.train
+import ray.train.torch
+from modelops.api.training import WorkerResources
+from ray.train import FailureConfig, RunConfig, ScalingConfig, UserCallback
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from modelops_runtime.train import loop, progress
+from modelops_runtime.train.comm import Comm
+
+_SUFFIX = {
+    "": 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+    "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50, "Ei": 2.0**60,
+}
+_QUANTITY = re.compile(r"^\+?([0-9.]+(?:[eE][-+]?[0-9]+)?)([a-zA-Z]*)$")
+
+
+def quantity(text: str) -> float:
+    """A Kubernetes quantity as a number: "500m" → 0.5, "2Gi" → 2147483648."""
+    match = _QUANTITY.match(text.strip())
+    if not match or match.group(2) not in _SUFFIX:
+        raise ValueError(f"not a quantity: {text!r}")
+    return float(match.group(1)) * _SUFFIX[match.group(2)]
+
+
+def scaling_config(resources: WorkerResources) -> ScalingConfig:
+    """Workers (or an elastic min..max range) and what each one reserves."""
+    per_worker: dict[str, float] = {"CPU": quantity(resources.cpus_per_worker)}
+    if resources.gpus_per_worker:
+        per_worker["GPU"] = float(resources.gpus_per_worker)
+    workers: int | tuple[int, int] = resources.workers
+    if resources.min_workers is not None or resources.max_workers is not None:
+        workers = (resources.min_workers or resources.workers, resources.max_workers or resources.workers)
+    return ScalingConfig(num_workers=workers, use_gpu=resources.gpus_per_worker > 0, resources_per_worker=per_worker)
+
+
+def threads_per_worker(resources: WorkerResources) -> int:
+    return max(1, int(quantity(resources.cpus_per_worker)))
+
+
+class ProgressCallback(UserCallback):  # type: ignore[misc]
+    """Writes rank 0's epoch report as the progress document."""
+
+    def __init__(self, job_id: str, path: str) -> None:
+        self.job_id = job_id
+        self.path = path
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        if metrics and "epoch" in metrics[0]:
+            progress.write(self.path, progress.from_report(self.job_id, metrics[0]))
+
+
+def _worker(config: dict[str, Any]) -> None:
+    context = ray.train.get_context()
+    comm = Comm(context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device())
+    loop.run(config["loop"], comm, ray.train.report)
+
+
+def run(
+    cfg: loop.LoopConfig,
+    resources: WorkerResources,
+    max_failures: int,
+    progress_path: str,
+    storage_path: str | None = None,
+) -> None:
+    """Train on Ray workers; returns once every epoch is done (or raises after max_failures)."""
+    gpu = resources.gpus_per_worker > 0
+    trainer = TorchTrainer(
+        _worker,
+        train_loop_config={"loop": cfg},
+        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+        scaling_config=scaling_config(resources),
+        run_config=RunConfig(
+            name=f"modelops-{cfg.job_id}",
+            # Ray keeps only its own run state here; the checkpoints live in the model store.
+            storage_path=storage_path or tempfile.mkdtemp(prefix="modelops-ray-"),
+            failure_config=FailureConfig(max_failures=max_failures),
+            callbacks=[ProgressCallback(cfg.job_id, progress_path)],
+        ),
+    )
+    trainer.fit()
+
+
+def run_local(cfg: loop.LoopConfig, progress_path: str | None) -> dict[str, Any]:
+    """The same loop in this process, one worker, no Ray: for tests, benchmarks and tiny jobs."""
+
+    def report(metrics: dict[str, Any]) -> None:
+        if progress_path:
+            progress.write(progress_path, progress.from_report(cfg.job_id, metrics))
+
+    return loop.run(cfg, Comm(), report)

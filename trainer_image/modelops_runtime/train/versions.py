@@ -1,0 +1,142 @@
+"""Turning trained weights into a stored version: card, weights, evaluation, record."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import torch
+from modelops.api.artifact import (
+    EnsembleCard,
+    EnsembleMemberCard,
+    ModelCard,
+    SnapshotManifest,
+    TensorSpec,
+)
+from modelops.api.training import Architecture, EnsembleMethod, ModelSpec, Task
+
+from modelops_runtime import artifacts
+from modelops_runtime.data.pipeline import DataPlan, Part
+from modelops_runtime.evaluate import TRAINING_RECORD, evaluate_predictor
+from modelops_runtime.models import build_model
+from modelops_runtime.predictor import Predictor, SingleModel, split_weights
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The interface of a network: what goes in and comes out."""
+
+    task: Task
+    features: list[str]
+    n_features: int
+    window: int | None
+    n_outputs: int
+    classes: list[str] | None
+
+    def n_inputs(self, spec: ModelSpec) -> int:
+        """Input width of the network: an MLP sees a window flattened."""
+        if spec.architecture == Architecture.MLP:
+            return self.n_features * (self.window or 1)
+        return self.n_features
+
+
+def _tensors(shape: Shape) -> tuple[list[TensorSpec], list[TensorSpec]]:
+    if shape.window is not None and shape.n_features == 1:
+        inputs = [TensorSpec(name="input", datatype="FP32", shape=[-1, shape.window])]
+    elif shape.window is not None:
+        inputs = [TensorSpec(name="input", datatype="FP32", shape=[-1, shape.window, shape.n_features])]
+    else:
+        inputs = [TensorSpec(name="input", datatype="FP32", shape=[-1, shape.n_features])]
+    if shape.task == Task.CLASSIFICATION:
+        outputs = [
+            TensorSpec(name="probabilities", datatype="FP32", shape=[-1, shape.n_outputs]),
+            TensorSpec(name="label", datatype="INT64", shape=[-1]),
+        ]
+    else:
+        outputs = [TensorSpec(name="prediction", datatype="FP32", shape=[-1, shape.n_outputs])]
+    return inputs, outputs
+
+
+def make_card(
+    name: str,
+    version: int,
+    shape: Shape,
+    spec: ModelSpec | None,
+    parent: int | None = None,
+    ensemble: EnsembleCard | None = None,
+) -> ModelCard:
+    inputs, outputs = _tensors(shape)
+    return ModelCard(
+        name=name,
+        version=version,
+        parent=parent,
+        created_at=datetime.now(UTC),
+        task=shape.task,
+        spec=spec,
+        features=shape.features,
+        n_features=shape.n_features,
+        window=shape.window,
+        n_outputs=shape.n_outputs,
+        classes=shape.classes,
+        inputs=inputs,
+        outputs=outputs,
+        ensemble=ensemble,
+    )
+
+
+def single_model(card: ModelCard, tensors: dict[str, torch.Tensor], shape: Shape) -> SingleModel:
+    """The in-memory predictor member for weights not yet behind a card."""
+    if card.spec is None:
+        raise ValueError("a single model needs a network spec")
+    network = build_model(card.spec, shape.n_inputs(card.spec), card.n_outputs)
+    state, scaling = split_weights(tensors)
+    network.load_state_dict(state)
+    network.eval()
+    return SingleModel(card=card, network=network, scaling=scaling)
+
+
+def save_single(
+    folder: str,
+    card: ModelCard,
+    tensors: dict[str, torch.Tensor],
+    shape: Shape,
+    evaluation: tuple[DataPlan, Part],
+    snapshot: SnapshotManifest | None,
+    record: dict[str, Any],
+) -> tuple[dict[str, float], SingleModel]:
+    """Weights first, then evaluation of exactly those weights, then the card."""
+    artifacts.save_weights(artifacts.join(folder, artifacts.WEIGHTS), tensors)
+    member = single_model(card, tensors, shape)
+    metrics = evaluate_predictor(Predictor(card, [member], [1.0], EnsembleMethod.MEAN), *evaluation)
+    artifacts.write_json(artifacts.join(folder, TRAINING_RECORD), record)
+    artifacts.save_version(folder, card, None, metrics, snapshot)
+    return metrics, member
+
+
+def save_ensemble(
+    folder: str,
+    card: ModelCard,
+    members: list[SingleModel],
+    evaluation: tuple[DataPlan, Part],
+    snapshot: SnapshotManifest | None,
+    record: dict[str, Any],
+) -> dict[str, float]:
+    """An ensemble version over member folders already written under `folder`."""
+    if card.ensemble is None:
+        raise ValueError("an ensemble card needs its members")
+    weights = [member.weight for member in card.ensemble.members]
+    metrics = evaluate_predictor(Predictor(card, members, weights, card.ensemble.method), *evaluation)
+    artifacts.write_json(artifacts.join(folder, TRAINING_RECORD), record)
+    artifacts.save_version(folder, card, None, metrics, snapshot)
+    return metrics
+
+
+def ensemble_card(method: EnsembleMethod, sources: list[str], weights: list[float]) -> EnsembleCard:
+    return EnsembleCard(
+        method=method,
+        members=[
+            EnsembleMemberCard(path=f"members/{i}", weight=weight, source=source)
+            for i, (source, weight) in enumerate(zip(sources, weights, strict=True))
+        ],
+    )
