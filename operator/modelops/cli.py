@@ -75,6 +75,71 @@ def cmd_status(args: argparse.Namespace) -> int:
     return status(Path(args.state))
 
 
+def cmd_operator(args: argparse.Namespace) -> int:
+    """Run the Kubernetes operator (Kopf); settings from MODELOPS_* env, flags override."""
+    import dataclasses
+
+    from modelops.k8s.config import OperatorConfig
+    from modelops.k8s.main import RunOptions, run
+
+    config = OperatorConfig.from_env()
+    overrides = {
+        "namespaces": tuple(args.namespace) if args.namespace else None,
+        "metrics_port": args.metrics_port,
+        "health_port": args.health_port,
+        "webhook_port": args.webhook_port,
+        "webhook_host": args.webhook_host,
+        "webhook_cert_dir": args.webhook_cert_dir,
+        "peering_name": args.peering,
+        "workload_image": args.image,
+        "store_volume_claim": args.store_pvc,
+    }
+    config = dataclasses.replace(config, **{k: v for k, v in overrides.items() if v is not None})
+    options = RunOptions(
+        webhook=not args.no_webhook,
+        webhook_addr=args.webhook_addr,
+        webhook_config_name=args.webhook_config_name,
+        kubeconfig=args.kubeconfig,
+        retry_backoff_seconds=args.retry_backoff,
+        resync_seconds=args.resync,
+        reconcile_workers=args.workers,
+        verbose=args.verbose,
+    )
+    return run(config, options)
+
+
+def _add_operator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    op = sub.add_parser("operator", help="run the Kubernetes operator")
+    op.add_argument(
+        "-n", "--namespace", action="append", help="watch only this namespace (repeatable)"
+    )
+    op.add_argument("--kubeconfig", help="kubeconfig file (default: in-cluster, then ~/.kube)")
+    op.add_argument("--image", help="workload image (MODELOPS_WORKLOAD_IMAGE)")
+    op.add_argument("--store-pvc", help="PVC holding file:// stores (MODELOPS_STORE_PVC)")
+    op.add_argument("--metrics-port", type=int, help="/metrics port (MODELOPS_METRICS_PORT)")
+    op.add_argument("--health-port", type=int, help="/healthz port (MODELOPS_HEALTH_PORT)")
+    op.add_argument("--no-webhook", action="store_true", help="serve no admission webhook")
+    op.add_argument("--webhook-port", type=int, help="webhook port (MODELOPS_WEBHOOK_PORT)")
+    op.add_argument("--webhook-addr", default="0.0.0.0", help="address the webhook listens on")
+    op.add_argument(
+        "--webhook-host", help="host the API server calls the webhook at (MODELOPS_WEBHOOK_HOST)"
+    )
+    op.add_argument("--webhook-cert-dir", help="tls.crt/tls.key; generated there when absent")
+    op.add_argument(
+        "--webhook-config-name",
+        default="modelops.dev",
+        help="name of the managed ValidatingWebhookConfiguration",
+    )
+    op.add_argument("--peering", help="Kopf peering name (MODELOPS_PEERING); standalone if unset")
+    op.add_argument(
+        "--retry-backoff", type=float, default=10.0, help="first retry delay of a failed attempt"
+    )
+    op.add_argument("--resync", type=float, default=300.0, help="seconds between full passes")
+    op.add_argument("--workers", type=int, default=8, help="reconcile threads")
+    op.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    op.set_defaults(func=cmd_operator)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modelops", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -107,6 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show the state of a local run")
     status.add_argument("--state", default=".modelops/state", help="state folder")
     status.set_defaults(func=cmd_status)
+
+    _add_operator_parser(sub)
     return parser
 
 

@@ -1,0 +1,523 @@
+"""Pure decisions of a TrainingJob: from what is observed to what should be, and what to say.
+
+One attempt is one Ray cluster (a head pod and its workers). The operator observes the
+pods of the job and its current status; `plan` returns the next status, which pods to
+create or delete, the events to post and when to look again. Nothing here does I/O,
+so every rule is a unit test away, and a restarted operator reaches the same decision
+from the same observation (level-based: no decision depends on having seen an edge).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from modelops.api.base import Condition
+from modelops.api.training import (
+    Attempt,
+    ModelVersionRef,
+    TrainingJobSpec,
+    TrainingJobStatus,
+    TrainingPhase,
+    WorkerCounts,
+)
+from modelops.lifecycle.conditions import set_condition
+from modelops.lifecycle.training_report import parse_progress, parse_result
+
+# Condition types and their reasons: fixed strings that clients may match on.
+WORKERS_READY = "WorkersReady"
+READY = "Ready"
+FAILED = "Failed"
+
+REASON_ALL_WORKERS_READY = "AllWorkersReady"
+REASON_WAITING_FOR_WORKERS = "WaitingForWorkers"
+REASON_FINISHED = "Finished"
+REASON_MODEL_VERSION_READY = "ModelVersionReady"
+REASON_BACKOFF_LIMIT = "BackoffLimitExceeded"
+REASON_INVALID_SPEC = "InvalidSpec"
+
+TERMINAL = frozenset({TrainingPhase.SUCCEEDED, TrainingPhase.FAILED})
+
+
+class Role(StrEnum):
+    HEAD = "head"
+    WORKER = "worker"
+
+
+@dataclass(frozen=True)
+class PodView:
+    """What the decisions need to know about one pod of the job."""
+
+    name: str
+    role: Role
+    attempt: int
+    index: int = 0
+    phase: str = "Pending"
+    ready: bool = False
+    deleting: bool = False
+    progress: str | None = None  # the head's progress annotation, raw
+    message: str | None = None  # the main container's termination message
+    exit_code: int | None = None
+    reason: str | None = None  # termination reason, or the pod's own (e.g. Evicted)
+
+    @property
+    def failed(self) -> bool:
+        return self.phase == "Failed"
+
+    def failure(self) -> str:
+        """A one-line account of why this pod failed."""
+        what = self.reason or "Error"
+        if self.exit_code is not None:
+            what += f" (exit code {self.exit_code})"
+        detail = (self.message or "").strip().splitlines()
+        if detail and parse_result(self.message) is None:
+            what += f": {detail[-1][:300]}"
+        return f"{self.role} pod {self.name} failed: {what}"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """Everything one decision looks at."""
+
+    spec: TrainingJobSpec
+    status: TrainingJobStatus
+    generation: int | None
+    pods: tuple[PodView, ...]
+    version: int
+    job_id: str
+    now: datetime
+    retry_backoff_seconds: float = 10.0
+    retry_backoff_limit_seconds: float = 360.0
+
+
+@dataclass(frozen=True)
+class EventNote:
+    """A Kubernetes Event to post on the TrainingJob."""
+
+    type: str  # Normal or Warning
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the adapter should make true, in order: status first, then the pods."""
+
+    status: TrainingJobStatus
+    attempt: int
+    create_cluster: bool = False  # create the attempt's missing pods
+    delete_pods: tuple[str, ...] = ()
+    delete_all: bool = False  # the TTL has passed: remove every child but the artifacts
+    events: tuple[EventNote, ...] = ()
+    requeue_after: float | None = None
+
+
+# --------------------------------------------------------------------------------------
+# Small rules
+# --------------------------------------------------------------------------------------
+
+
+def gang_size(spec: TrainingJobSpec) -> int:
+    """Workers that must be ready before training starts (minWorkers of an elastic range)."""
+    resources = spec.resources
+    return resources.min_workers or resources.workers
+
+
+def retry_delay(failures: int, base: float, limit: float) -> float:
+    """Exponential back-off before attempt `failures` (1 for the first retry), capped."""
+    if failures <= 0:
+        return 0.0
+    return float(min(limit, base * 2 ** (failures - 1)))
+
+
+def join_uri(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+def version_uri(spec: TrainingJobSpec, version: int) -> str:
+    return join_uri(spec.output.store_uri, spec.output.model_name, f"v{version}")
+
+
+def checkpoint_uri(spec: TrainingJobSpec, job_id: str, epoch: int) -> str:
+    """The runtime's checkpoint folder of an epoch (see modelops_runtime.train.checkpoint)."""
+    return join_uri(
+        spec.output.store_uri, spec.output.model_name, "checkpoints", job_id, f"epoch-{epoch}"
+    )
+
+
+def headline_metric(spec: TrainingJobSpec, metrics: dict[str, float]) -> str | None:
+    """The metric shown by `kubectl get tj`: the one the recipe optimises, when present."""
+    preferred = [
+        spec.search.metric if spec.search else None,
+        spec.training.early_stopping.metric if spec.training.early_stopping else None,
+        "val_accuracy",
+        "val_loss",
+    ]
+    for name in [p for p in preferred if p] + sorted(metrics):
+        if name in metrics:
+            return f"{name}={metrics[name]:.4g}"
+    return None
+
+
+def ttl_deadline(spec: TrainingJobSpec, status: TrainingJobStatus) -> datetime | None:
+    if spec.ttl_seconds_after_finished is None or status.completion_time is None:
+        return None
+    return status.completion_time + timedelta(seconds=spec.ttl_seconds_after_finished)
+
+
+def current_attempt(status: TrainingJobStatus, pods: tuple[PodView, ...]) -> int:
+    """The attempt in progress: the newest one in status or among the pods."""
+    newest_pod = max((pod.attempt for pod in pods), default=0)
+    return max(len(status.attempts) - 1, newest_pod, 0)
+
+
+def failed_attempts(status: TrainingJobStatus) -> int:
+    return sum(1 for attempt in status.attempts if attempt.result == "Failed")
+
+
+# --------------------------------------------------------------------------------------
+# The decision
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Draft:
+    """The status being built, and what was decided on the way."""
+
+    obs: Observed
+    status: TrainingJobStatus
+    events: list[EventNote] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)
+
+    def condition(self, type_: str, value: bool, reason: str, message: str) -> None:
+        self.status.conditions = set_condition(
+            self.status.conditions,
+            type_,
+            value,
+            reason,
+            message,
+            self.obs.now,
+            self.obs.generation,
+        )
+
+    def say(self, type_: str, reason: str, message: str) -> None:
+        self.events.append(EventNote(type_, reason, message))
+
+
+def plan(obs: Observed) -> Plan:
+    """The next status of a TrainingJob and what to do to its pods."""
+    draft = _Draft(obs, obs.status.model_copy(deep=True))
+    draft.status.observed_generation = obs.generation
+    before = obs.status.phase
+    result = _plan_finished(draft) if before in TERMINAL else _plan_active(draft)
+    if draft.status.phase != before:
+        _announce_phase(draft)
+    return Plan(
+        status=draft.status,
+        attempt=result.attempt,
+        create_cluster=result.create_cluster,
+        delete_pods=tuple(dict.fromkeys(draft.delete)),
+        delete_all=result.delete_all,
+        events=tuple(draft.events),
+        requeue_after=result.requeue_after,
+    )
+
+
+@dataclass(frozen=True)
+class _Step:
+    attempt: int
+    create_cluster: bool = False
+    delete_all: bool = False
+    requeue_after: float | None = None
+
+
+def _plan_active(draft: _Draft) -> _Step:
+    obs, status = draft.obs, draft.status
+    index = current_attempt(status, obs.pods)
+    _fill_attempts(status, index, obs.now)
+    if status.start_time is None:
+        status.start_time = obs.now
+    attempt = status.attempts[index]
+    draft.delete += [p.name for p in obs.pods if p.attempt < index and not p.deleting]
+    pods = [p for p in obs.pods if p.attempt == index and not p.deleting]
+    head = next((p for p in pods if p.role == Role.HEAD), None)
+    _read_progress(draft, head, attempt)
+
+    if attempt.result == "Failed":
+        return _plan_retry(draft, index, pods)
+    if head is not None and head.phase == "Succeeded":
+        return _plan_succeeded(draft, index, head, pods)
+    failed = [p for p in pods if p.failed]
+    if failed:
+        reason = _pick_failure(failed)
+        attempt.result = "Failed"
+        attempt.finished_at = obs.now
+        attempt.reason = reason
+        draft.say("Warning", "AttemptFailed", f"attempt {index}: {reason}")
+        return _plan_retry(draft, index, pods)
+    return _plan_running(draft, index, head, pods)
+
+
+def _fill_attempts(status: TrainingJobStatus, index: int, now: datetime) -> None:
+    """Make status.attempts reach `index`; gaps (a lost status write) count as failed."""
+    while len(status.attempts) <= index:
+        position = len(status.attempts)
+        if position < index:
+            status.attempts.append(
+                Attempt(
+                    index=position,
+                    result="Failed",
+                    finished_at=now,
+                    reason="superseded by a newer attempt (status was lost)",
+                )
+            )
+        else:
+            status.attempts.append(Attempt(index=position, started_at=now))
+
+
+def _read_progress(draft: _Draft, head: PodView | None, attempt: Attempt) -> None:
+    report = parse_progress(head.progress if head else None)
+    if report is None:
+        return
+    obs = draft.obs
+    progress = report.progress.model_copy(update={"updated_at": obs.now})
+    if progress.total_epochs == 0:
+        progress.total_epochs = obs.spec.training.epochs
+    if progress.percent == 0 and progress.total_epochs:
+        progress.percent = min(100, 100 * progress.epoch // progress.total_epochs)
+    draft.status.progress = progress
+    if report.checkpoint:
+        attempt.last_checkpoint = report.checkpoint
+    elif progress.epoch > 0:
+        attempt.last_checkpoint = checkpoint_uri(obs.spec, obs.job_id, progress.epoch)
+
+
+def _pick_failure(failed: list[PodView]) -> str:
+    # The head's account comes first: it runs the driver and sees the training error.
+    failed.sort(key=lambda p: (p.role != Role.HEAD, p.index))
+    return failed[0].failure()
+
+
+def _worker_counts(draft: _Draft, pods: list[PodView]) -> int:
+    desired = draft.obs.spec.resources.workers
+    ready = sum(
+        1
+        for p in pods
+        if p.role == Role.WORKER and p.index < desired and p.ready and p.phase == "Running"
+    )
+    draft.status.workers = WorkerCounts(ready=ready, desired=desired)
+    if ready >= desired:
+        draft.condition(
+            WORKERS_READY, True, REASON_ALL_WORKERS_READY, f"{ready}/{desired} workers ready"
+        )
+    else:
+        draft.condition(
+            WORKERS_READY, False, REASON_WAITING_FOR_WORKERS, f"{ready}/{desired} workers ready"
+        )
+    return ready
+
+
+def _plan_running(draft: _Draft, index: int, head: PodView | None, pods: list[PodView]) -> _Step:
+    obs, status = draft.obs, draft.status
+    ready = _worker_counts(draft, pods)
+    head_up = head is not None and head.phase == "Running" and head.ready
+    if head_up and ready >= gang_size(obs.spec):
+        status.phase = TrainingPhase.RUNNING
+        epoch = status.progress.epoch
+        status.message = f"attempt {index} training" + (f", epoch {epoch}" if epoch else "")
+    else:
+        status.phase = TrainingPhase.PROVISIONING
+        status.message = (
+            f"attempt {index}: head {'ready' if head_up else 'starting'}, "
+            f"{ready}/{obs.spec.resources.workers} workers ready"
+        )
+    draft.condition(READY, False, status.phase.value, status.message)
+    return _Step(attempt=index, create_cluster=True)
+
+
+def _plan_succeeded(draft: _Draft, index: int, head: PodView, pods: list[PodView]) -> _Step:
+    obs, status = draft.obs, draft.status
+    spec = obs.spec
+    attempt = status.attempts[index]
+    result = parse_result(head.message)
+    metrics = result.metrics if result else dict(status.progress.metrics)
+    status.model_version = ModelVersionRef(
+        name=spec.output.model_name,
+        version=result.version if result else obs.version,
+        uri=result.uri if result else version_uri(spec, obs.version),
+        metrics=metrics,
+        data_snapshot=result.data_snapshot if result else None,
+        parent_version=(result.parent_version if result else None)
+        or (spec.warm_start.version if spec.warm_start else None),
+    )
+    if result and result.trials:
+        status.trials = list(result.trials)
+    if result and result.checkpoint:
+        attempt.last_checkpoint = result.checkpoint
+    status.main_metric = headline_metric(spec, metrics)
+    attempt.result = "Succeeded"
+    attempt.finished_at = obs.now
+    status.phase = TrainingPhase.SUCCEEDED
+    status.completion_time = obs.now
+    version = status.model_version
+    status.message = f"model {version.name} version {version.version} at {version.uri}"
+    draft.condition(READY, True, REASON_MODEL_VERSION_READY, status.message)
+    _finish_workers(draft, pods)
+    return _Step(attempt=index, requeue_after=_seconds_to_ttl(draft))
+
+
+def _plan_retry(draft: _Draft, index: int, pods: list[PodView]) -> _Step:
+    """The current attempt failed: start the next one after a back-off, or give up."""
+    obs, status = draft.obs, draft.status
+    failures = failed_attempts(status)
+    last = status.attempts[index]
+    if failures > obs.spec.backoff_limit:
+        status.phase = TrainingPhase.FAILED
+        status.completion_time = obs.now
+        status.message = (
+            f"failed {failures} time(s), backoffLimit {obs.spec.backoff_limit}: {last.reason}"
+        )
+        draft.condition(FAILED, True, REASON_BACKOFF_LIMIT, status.message)
+        draft.condition(READY, False, REASON_BACKOFF_LIMIT, status.message)
+        _finish_workers(draft, pods)
+        return _Step(attempt=index, requeue_after=_seconds_to_ttl(draft))
+    # The failed attempt's pods go now: its workers may hold GPUs the retry needs.
+    draft.delete += [p.name for p in pods]
+    _worker_counts(draft, [])
+    delay = retry_delay(failures, obs.retry_backoff_seconds, obs.retry_backoff_limit_seconds)
+    finished = last.finished_at or obs.now
+    wait = (finished + timedelta(seconds=delay) - obs.now).total_seconds()
+    if wait > 0:
+        status.phase = TrainingPhase.PENDING
+        status.message = f"attempt {index} failed; retrying from the last checkpoint in {wait:.0f}s"
+        draft.condition(READY, False, TrainingPhase.PENDING.value, status.message)
+        return _Step(attempt=index, requeue_after=wait)
+    nxt = index + 1
+    status.attempts.append(
+        Attempt(index=nxt, started_at=obs.now, last_checkpoint=last.last_checkpoint)
+    )
+    status.phase = TrainingPhase.PROVISIONING
+    resume = last.last_checkpoint or "the start (no checkpoint yet)"
+    status.message = f"attempt {nxt} resumes from {resume}"
+    draft.condition(READY, False, TrainingPhase.PROVISIONING.value, status.message)
+    draft.say("Normal", "Retrying", f"attempt {nxt} of {obs.spec.backoff_limit + 1}: {resume}")
+    return _Step(attempt=nxt, create_cluster=True)
+
+
+def _finish_workers(draft: _Draft, pods: list[PodView]) -> None:
+    # Workers have nothing left to do once the head is done; they may hold GPUs, so they
+    # go now. The head pod (its log and result) stays until the TTL.
+    draft.delete += [p.name for p in pods if p.role == Role.WORKER]
+    desired = draft.obs.spec.resources.workers
+    draft.status.workers = WorkerCounts(ready=0, desired=desired)
+    draft.condition(WORKERS_READY, False, REASON_FINISHED, "the job has finished")
+
+
+def _seconds_to_ttl(draft: _Draft) -> float | None:
+    deadline = ttl_deadline(draft.obs.spec, draft.status)
+    if deadline is None:
+        return None
+    return max(0.0, (deadline - draft.obs.now).total_seconds())
+
+
+def _plan_finished(draft: _Draft) -> _Step:
+    """A finished job: keep workers away, and remove the rest once the TTL has passed."""
+    obs = draft.obs
+    index = current_attempt(draft.status, obs.pods)
+    live = [p for p in obs.pods if not p.deleting]
+    draft.delete += [p.name for p in live if p.role == Role.WORKER or p.attempt < index]
+    deadline = ttl_deadline(obs.spec, draft.status)
+    if deadline is None:
+        return _Step(attempt=index)
+    if obs.now < deadline:
+        return _Step(attempt=index, requeue_after=(deadline - obs.now).total_seconds())
+    if live:
+        draft.say(
+            "Normal",
+            "CleanedUp",
+            f"ttlSecondsAfterFinished ({obs.spec.ttl_seconds_after_finished}s) passed: "
+            "pods removed, artifacts kept",
+        )
+        return _Step(attempt=index, delete_all=True)
+    return _Step(attempt=index)
+
+
+def _announce_phase(draft: _Draft) -> None:
+    phase = draft.status.phase
+    kind = "Warning" if phase == TrainingPhase.FAILED else "Normal"
+    draft.say(kind, phase.value, draft.status.message or phase.value)
+
+
+def invalid_spec_status(
+    status: TrainingJobStatus, message: str, now: datetime, generation: int | None
+) -> tuple[TrainingJobStatus, list[EventNote]]:
+    """A spec the API server let through but the models reject: Failed, nothing started."""
+    out = status.model_copy(deep=True)
+    out.observed_generation = generation
+    events: list[EventNote] = []
+    if out.phase in TERMINAL:
+        return out, events
+    out.phase = TrainingPhase.FAILED
+    out.message = message
+    out.completion_time = now
+    out.conditions = set_condition(
+        out.conditions, FAILED, True, REASON_INVALID_SPEC, message, now, generation
+    )
+    events.append(EventNote("Warning", REASON_INVALID_SPEC, message))
+    return out, events
+
+
+def conditions_by_type(conditions: list[Condition]) -> dict[str, Condition]:
+    return {condition.type: condition for condition in conditions}
+
+
+# --------------------------------------------------------------------------------------
+# Spec changes
+# --------------------------------------------------------------------------------------
+
+# Fields that shape the checkpoints and the version a job writes: changing them under a
+# running job would resume one network from another's checkpoint, or write a version
+# under another name. (camelCase name, snake_case attribute)
+IMMUTABLE_FIELDS = (
+    ("model", "model"),
+    ("data", "data"),
+    ("output", "output"),
+    ("warmStart", "warm_start"),
+    ("search", "search"),
+)
+# Fields read again at each attempt; the running attempt keeps what it started with.
+NEXT_ATTEMPT_FIELDS = (("training", "training"), ("resources", "resources"))
+
+
+def immutable_changes(old: TrainingJobSpec, new: TrainingJobSpec) -> list[tuple[str, str]]:
+    """(field path, message) for each immutable field that differs; defaults are compared."""
+    problems = []
+    for wire, attr in IMMUTABLE_FIELDS:
+        before, after = getattr(old, attr), getattr(new, attr)
+        if _wire(before) != _wire(after):
+            problems.append(
+                (
+                    f"spec.{wire}",
+                    "field is immutable: it decides the checkpoints and the model version the "
+                    "job writes; create a new TrainingJob instead",
+                )
+            )
+    return problems
+
+
+def change_notes(old: TrainingJobSpec, new: TrainingJobSpec) -> list[str]:
+    """Admission warnings for accepted changes whose effect is deferred."""
+    notes = []
+    for wire, attr in NEXT_ATTEMPT_FIELDS:
+        if _wire(getattr(old, attr)) != _wire(getattr(new, attr)):
+            notes.append(
+                f"spec.{wire} changed: the running attempt keeps its pods; the change applies "
+                "to the next attempt"
+            )
+    return notes
+
+
+def _wire(value: object) -> object:
+    dump = getattr(value, "to_dict", None)
+    return dump() if callable(dump) else value
