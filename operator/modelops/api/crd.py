@@ -74,6 +74,8 @@ RESOURCES: tuple[ResourceInfo, ...] = (
         printer_columns=(
             _column("Model", ".spec.model.name"),
             _column("Version", ".status.activeVersion", "integer"),
+            _column("Candidate", ".status.candidateVersion", "integer"),
+            _column("Traffic", ".status.traffic.candidate", "integer", description="Percent."),
             _column("Ready", ".status.readyReplicas", "integer"),
             _column("Desired", ".status.desiredReplicas", "integer"),
             _column("RPS", ".status.metrics.rps", "number"),

@@ -74,7 +74,12 @@ class EnsembleSpec(ApiModel):
 
 
 class ScalingRule(ApiModel):
-    """Limits on one direction of scaling."""
+    """Limits on one direction of scaling.
+
+    The step limits that are set apply together (the stricter wins). With neither
+    set, the HPA's defaults apply: up by the larger of 4 replicas and 100% per
+    period, down with no limit beyond the stabilization window.
+    """
 
     stabilization_seconds: int = Field(
         ge=0,
@@ -82,11 +87,14 @@ class ScalingRule(ApiModel):
         description="Act on the extreme recommendation over this window: the lowest when "
         "scaling up, the highest when scaling down.",
     )
-    max_step_replicas: int = Field(
-        default=4, ge=1, le=1000, description="Most replicas added or removed in one period."
+    max_step_replicas: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Most replicas added or removed in one period.",
     )
-    max_step_percent: int = Field(
-        default=100, ge=1, le=1000, description="Most percent change in one period."
+    max_step_percent: int | None = Field(
+        default=None, ge=1, le=1000, description="Most percent change in one period."
     )
     period_seconds: int = Field(
         default=15, ge=1, le=1800, description="Period the step limits apply to."
@@ -352,12 +360,46 @@ class ScaleDecision(ApiModel):
 class ShadowReport(ApiModel):
     """Candidate against stable on mirrored traffic."""
 
+    version: int | None = Field(default=None, ge=1, description="The shadowed candidate.")
+    verdict: str | None = Field(
+        default=None, max_length=4096, description="The gate's verdict on the comparison."
+    )
     requests: int = Field(default=0, ge=0, description="Mirrored requests compared.")
     agreement: float | None = Field(
         default=None, ge=0, le=1, description="Fraction of equal predictions."
     )
     stable_accuracy: float | None = Field(default=None, ge=0, le=1, description="From feedback.")
     candidate_accuracy: float | None = Field(default=None, ge=0, le=1, description="From feedback.")
+
+
+class Rollback(ApiModel):
+    """A candidate that failed its gate; `latest` skips it until a newer version appears."""
+
+    version: int = Field(ge=1, description="Version rolled back.")
+    time: datetime = Field(description="When.")
+    reason: str = Field(max_length=4096, description="The failed checks.")
+
+
+class GateReport(ApiModel):
+    """The candidate's gate at the current step, as last evaluated."""
+
+    outcome: Literal["Pass", "Fail", "Pending"] = Field(description="Verdict.")
+    reason: str = Field(default="", max_length=4096, description="The checks, one by one.")
+    requests: int = Field(default=0, ge=0, description="Evidence: requests or compared rows.")
+    error_rate: float | None = Field(default=None, ge=0, le=1, description="Candidate 5xx rate.")
+    p95_ms: float | None = Field(default=None, ge=0, description="Candidate p95 latency.")
+    accuracy: float | None = Field(default=None, ge=0, le=1, description="From feedback.")
+    agreement: float | None = Field(default=None, ge=0, le=1, description="With stable (shadow).")
+
+
+class AutoscalerStatus(ApiModel):
+    """The autoscaler's view: load read, what it recommends, and why."""
+
+    metric: str = Field(description="Load signal.")
+    load: float = Field(ge=0, description="Current load, summed over the replicas.")
+    recommendation: int = Field(ge=0, description="Replicas the load alone calls for.")
+    reason: str = Field(max_length=64, description="Reason of the last decision.")
+    message: str = Field(default="", max_length=1024, description="Its explanation.")
 
 
 class Promotion(ApiModel):
@@ -378,6 +420,7 @@ class BatchPredictionStatus(ApiModel):
     shards_done: int = Field(default=0, ge=0, description="Shards written.")
     shards_total: int = Field(default=0, ge=0, description="Shards to write.")
     output_uri: str | None = Field(default=None, max_length=2048, description="Output.")
+    job_name: str | None = Field(default=None, max_length=253, description="The Job running it.")
 
 
 class ModelDeploymentStatus(ApiModel):
@@ -395,6 +438,13 @@ class ModelDeploymentStatus(ApiModel):
     active_version: int | None = Field(default=None, ge=1, description="Stable version.")
     candidate_version: int | None = Field(default=None, ge=1, description="Candidate version.")
     rollout_step: int | None = Field(default=None, ge=0, description="Current canary step.")
+    step_started_at: datetime | None = Field(
+        default=None, description="When the current canary step (or shadow run) started."
+    )
+    gate: GateReport | None = Field(default=None, description="The candidate's gate.")
+    autoscaler: AutoscalerStatus | None = Field(
+        default=None, description="The built-in autoscaler's last decision."
+    )
     traffic: TrafficSplit = Field(default_factory=TrafficSplit, description="Traffic split.")
     metrics: LiveMetrics = Field(default_factory=LiveMetrics, description="Live metrics.")
     last_scale: ScaleDecision | None = Field(default=None, description="Last scale decision.")
@@ -402,9 +452,13 @@ class ModelDeploymentStatus(ApiModel):
     promotions: list[Promotion] = Field(
         default_factory=list, max_length=50, description="Recent promotions, newest last."
     )
+    rollbacks: list[Rollback] = Field(
+        default_factory=list, max_length=50, description="Rolled-back candidates, newest last."
+    )
     batch_prediction: BatchPredictionStatus | None = Field(
         default=None, description="Batch prediction progress."
     )
+    message: str | None = Field(default=None, max_length=4096, description="Last notable event.")
 
 
 class ModelDeployment(ApiModel):

@@ -1,0 +1,409 @@
+"""Pure builders of a ModelDeployment's children: plain dicts, asserted in unit tests.
+
+One inference Deployment runs the stable version (or the ensemble); during a
+canary or shadow rollout the operator loads the candidate *into the same
+servers* through their admin routing endpoint (see rollout.py in this package),
+so the pod template only ever names the stable version and a traffic step never
+restarts a pod. A version change of the template is a rolling update with
+`maxUnavailable: 0` behind readiness probes. A ClusterIP Service named like the
+ModelDeployment fronts the pods; a PodDisruptionBudget keeps drains from taking
+more than one at a time; batch prediction is a Job with the same version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from modelops.api.deployment import ModelDeploymentSpec
+from modelops.api.training import EnsembleMethod
+from modelops.k8s.modeldeployment import names
+
+Manifest = dict[str, Any]
+
+RUNTIME_UID = 10001
+HTTP_PORT = 8080
+SERVICE_PORT = 80
+STORE_MOUNT = "/var/lib/modelops"
+STORE_SECRET = "modelops-store-credentials"
+ADMIN_TOKEN_SECRET = "modelops-admin-token"
+GPU = "nvidia.com/gpu"
+ENSEMBLE_LABEL = "ensemble"
+DRAIN_SECONDS = 20
+# Endpoints leave the Service a moment after a pod starts terminating; a short
+# pause before SIGTERM lets kube-proxy catch up, so no request hits a closed port.
+PRE_STOP_SECONDS = 5
+
+
+@dataclass(frozen=True)
+class ServingSettings:
+    """Operator-wide settings that shape the pods (from OperatorConfig)."""
+
+    image: str
+    store_volume_claim: str | None = None
+
+
+@dataclass(frozen=True)
+class ServingContext:
+    """One ModelDeployment, with the decisions the builders need."""
+
+    name: str
+    namespace: str
+    uid: str
+    spec: ModelDeploymentSpec
+    settings: ServingSettings
+    version: int | None
+    replicas: int
+
+    @property
+    def model(self) -> str:
+        return self.spec.model.name
+
+    @property
+    def image(self) -> str:
+        return self.spec.resources.image or self.settings.image
+
+    def labels(self, role: str = names.ROLE_SERVER) -> dict[str, str]:
+        return names.labels(self.name, self.model, role)
+
+    def metadata(self, name: str, role: str = names.ROLE_SERVER) -> Manifest:
+        return {
+            "name": name,
+            "namespace": self.namespace,
+            "labels": self.labels(role),
+            "ownerReferences": [names.owner_reference(self.name, self.uid)],
+        }
+
+    @property
+    def version_label(self) -> str:
+        """The label the servers report the stable version under."""
+        if self.spec.ensemble is not None:
+            return ENSEMBLE_LABEL
+        if self.version is None:
+            raise ValueError(f"{self.name}: no version resolved yet")
+        return str(self.version)
+
+
+def members_arg(spec: ModelDeploymentSpec) -> str:
+    """`1,2,3`, or `1:30,2:70` for a weighted ensemble (the server's --members)."""
+    assert spec.ensemble is not None
+    if spec.ensemble.method == EnsembleMethod.WEIGHTED:
+        return ",".join(f"{m.version}:{m.weight}" for m in spec.ensemble.members)
+    return ",".join(str(m.version) for m in spec.ensemble.members)
+
+
+def server_args(ctx: ServingContext) -> list[str]:
+    """The server's command line: model, stable version and the batching settings."""
+    batching = ctx.spec.batching
+    args = [
+        "python",
+        "-m",
+        "modelops_runtime",
+        "serve",
+        "--store",
+        ctx.spec.model.store_uri,
+        "--model",
+        ctx.model,
+        "--version",
+        ctx.version_label,
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(HTTP_PORT),
+        "--max-batch-size",
+        str(batching.max_batch_size),
+        "--max-wait-ms",
+        f"{batching.max_wait_ms:g}",
+        "--max-queue",
+        str(batching.max_queue),
+        "--timeout-ms",
+        str(batching.timeout_ms),
+        "--drain-seconds",
+        str(DRAIN_SECONDS),
+    ]
+    if ctx.spec.ensemble is not None:
+        args += ["--members", members_arg(ctx.spec), "--ensemble-method", ctx.spec.ensemble.method]
+    return args
+
+
+def _resources(spec: ModelDeploymentSpec) -> Manifest:
+    res = spec.resources
+    requests: dict[str, str] = {"cpu": res.cpu, "memory": res.memory}
+    # Memory is limited so one replica cannot starve its node; CPU is not (throttling
+    # a latency-bound server hurts p95 more than sharing spare cores does).
+    limits: dict[str, str] = {"memory": res.memory}
+    if res.gpu:
+        # Extended resources must have limit == request.
+        requests[GPU] = limits[GPU] = str(res.gpu)
+    return {"requests": requests, "limits": limits}
+
+
+def container_security() -> Manifest:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUNTIME_UID,
+        "runAsGroup": RUNTIME_UID,
+        "allowPrivilegeEscalation": False,
+        "privileged": False,
+        "readOnlyRootFilesystem": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def pod_security() -> Manifest:
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUNTIME_UID,
+        "runAsGroup": RUNTIME_UID,
+        "fsGroup": RUNTIME_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def _volumes(ctx: ServingContext) -> tuple[list[Manifest], list[Manifest]]:
+    """A writable /tmp under the read-only root, and the store read-only."""
+    volumes: list[Manifest] = [{"name": "tmp", "emptyDir": {}}]
+    mounts: list[Manifest] = [{"name": "tmp", "mountPath": "/tmp"}]
+    if ctx.settings.store_volume_claim:
+        claim = {"claimName": ctx.settings.store_volume_claim, "readOnly": True}
+        volumes.append({"name": "store", "persistentVolumeClaim": claim})
+        mounts.append({"name": "store", "mountPath": STORE_MOUNT, "readOnly": True})
+    return volumes, mounts
+
+
+def _env() -> list[Manifest]:
+    return [
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        # The admin endpoint (routing, hot swap) checks this token when the Secret exists;
+        # the operator sends the same token (MODELOPS_ADMIN_TOKEN in its environment).
+        {
+            "name": "MODELOPS_ADMIN_TOKEN",
+            "valueFrom": {
+                "secretKeyRef": {"name": ADMIN_TOKEN_SECRET, "key": "token", "optional": True}
+            },
+        },
+        {"name": "HOME", "value": "/tmp"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+    ]
+
+
+def _env_from() -> list[Manifest]:
+    # s3:// stores read credentials and the endpoint (AWS_*) from this Secret when present.
+    return [{"secretRef": {"name": STORE_SECRET, "optional": True}}]
+
+
+def _probe(path: str, period: int, failures: int) -> Manifest:
+    return {
+        "httpGet": {"path": path, "port": "http"},
+        "periodSeconds": period,
+        "timeoutSeconds": 2,
+        "failureThreshold": failures,
+    }
+
+
+def _scheduling(ctx: ServingContext) -> Manifest:
+    res = ctx.spec.resources
+    out: Manifest = {
+        # Spread replicas over nodes when possible; never refuse to schedule for it.
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": names.server_selector(ctx.name)},
+            }
+        ]
+    }
+    if res.node_selector:
+        out["nodeSelector"] = dict(res.node_selector)
+    if res.tolerations:
+        out["tolerations"] = [t.to_dict() for t in res.tolerations]
+    if res.priority_class_name:
+        out["priorityClassName"] = res.priority_class_name
+    return out
+
+
+def server_container(ctx: ServingContext) -> Manifest:
+    _, mounts = _volumes(ctx)
+    return {
+        "name": "server",
+        "image": ctx.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": server_args(ctx),
+        "env": _env(),
+        "envFrom": _env_from(),
+        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "resources": _resources(ctx.spec),
+        "securityContext": container_security(),
+        # Loading a large model can take minutes; liveness starts only after this passes.
+        "startupProbe": _probe("/v2/health/live", 2, 150),
+        "readinessProbe": _probe("/v2/health/ready", 2, 2),
+        "livenessProbe": _probe("/v2/health/live", 10, 3),
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
+        "volumeMounts": mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+
+
+def deployment(ctx: ServingContext) -> Manifest:
+    volumes, _ = _volumes(ctx)
+    rolling = ctx.spec.rollout.rolling
+    selector = names.server_selector(ctx.name)
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            **ctx.metadata(names.deployment(ctx.name)),
+            "annotations": {names.ANNOTATION_VERSION: ctx.version_label},
+        },
+        "spec": {
+            "replicas": ctx.replicas,
+            "selector": {"matchLabels": selector},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {
+                    "maxSurge": _int_or_percent(rolling.max_surge),
+                    "maxUnavailable": _int_or_percent(rolling.max_unavailable),
+                },
+            },
+            "revisionHistoryLimit": 5,
+            "template": {
+                "metadata": {
+                    "labels": ctx.labels(),
+                    "annotations": {
+                        names.ANNOTATION_VERSION: ctx.version_label,
+                        "prometheus.io/scrape": "true",
+                        "prometheus.io/port": str(HTTP_PORT),
+                        "prometheus.io/path": "/metrics",
+                    },
+                },
+                "spec": {
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "terminationGracePeriodSeconds": PRE_STOP_SECONDS + DRAIN_SECONDS + 5,
+                    "securityContext": pod_security(),
+                    **_scheduling(ctx),
+                    "containers": [server_container(ctx)],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+def _int_or_percent(value: str) -> int | str:
+    return value if value.endswith("%") else int(value)
+
+
+def service(ctx: ServingContext) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": ctx.metadata(names.service(ctx.name)),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": names.server_selector(ctx.name),
+            "ports": [
+                {
+                    "name": "http",
+                    "port": SERVICE_PORT,
+                    "targetPort": "http",
+                    "protocol": "TCP",
+                    "appProtocol": "http",
+                }
+            ],
+        },
+    }
+
+
+def disruption_budget(ctx: ServingContext) -> Manifest:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": ctx.metadata(names.disruption_budget(ctx.name)),
+        "spec": {
+            # maxUnavailable rather than minAvailable: a single replica can still be
+            # drained (with a brief gap) instead of blocking node maintenance forever.
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": names.server_selector(ctx.name)},
+            # A pod that never became ready must not block a drain.
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+def batch_args(ctx: ServingContext, version_label: str) -> list[str]:
+    batch = ctx.spec.batch_prediction
+    assert batch is not None
+    return [
+        "python",
+        "-m",
+        "modelops_runtime",
+        "predict-batch",
+        "--store",
+        ctx.spec.model.store_uri,
+        "--model",
+        ctx.model,
+        "--version",
+        version_label,
+        "--input",
+        batch.input_uri,
+        "--output",
+        batch.output_uri,
+    ]
+
+
+def batch_job(ctx: ServingContext) -> Manifest:
+    """Batch prediction with the stable version; one Job per version and dataset."""
+    batch = ctx.spec.batch_prediction
+    if batch is None or ctx.version is None:
+        raise ValueError(f"{ctx.name}: batch prediction needs spec.batchPrediction and a version")
+    volumes, mounts = _volumes(ctx)
+    container = {
+        "name": "predict",
+        "image": ctx.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": batch_args(ctx, str(ctx.version)),
+        "env": [e for e in _env() if e["name"] != "MODELOPS_ADMIN_TOKEN"],
+        "envFrom": _env_from(),
+        "resources": _resources(ctx.spec),
+        "securityContext": container_security(),
+        "volumeMounts": mounts,
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    name = names.batch_job(ctx.name, ctx.version, batch.input_uri, batch.output_uri)
+    labels = ctx.labels(names.ROLE_BATCH)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {
+            **ctx.metadata(name, names.ROLE_BATCH),
+            "annotations": {names.ANNOTATION_VERSION: str(ctx.version)},
+        },
+        "spec": {
+            "backoffLimit": 2,
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "automountServiceAccountToken": False,
+                    "enableServiceLinks": False,
+                    "securityContext": pod_security(),
+                    **{
+                        k: v
+                        for k, v in _scheduling(ctx).items()
+                        if k != "topologySpreadConstraints"
+                    },
+                    "containers": [container],
+                    "volumes": volumes,
+                },
+            },
+        },
+    }
+
+
+def children(ctx: ServingContext) -> list[Manifest]:
+    """The serving children, in creation order (the Service first, so DNS is ready)."""
+    return [service(ctx), disruption_budget(ctx), deployment(ctx)]
