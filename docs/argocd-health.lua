@@ -13,7 +13,7 @@
 --                    Pending/Progressing -> Progressing, Degraded/Failed -> Degraded
 --   IncrementalUpdate spec.suspend -> Suspended, Idle -> Healthy (Degraded when the last
 --                    run failed), Training/Evaluating -> Progressing, Failed -> Degraded
---   any kind         a condition Degraded=True -> Degraded
+--   any kind         a condition Degraded=True or Failed=True -> Degraded
 
 local function condition(status, kind)
   if type(status.conditions) ~= "table" then
@@ -185,6 +185,10 @@ local function assess(o)
   local degraded = condition(status, "Degraded")
   if is_true(degraded) then
     return result("Degraded", explain(degraded, "Degraded"))
+  end
+  local failed = condition(status, "Failed")
+  if is_true(failed) then
+    return result("Degraded", explain(failed, "Failed"))
   end
   if o.kind == "TrainingJob" then
     return training_job(status)

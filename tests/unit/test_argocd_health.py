@@ -221,6 +221,16 @@ CASES: dict[str, tuple[dict[str, Any], str, str]] = {
         "Degraded",
         "no shards under the data uri",
     ),
+    "tj-invalid-spec": (
+        training_job(
+            tj_status(
+                phase="Pending",
+                conditions=[_cond("Failed", True, "InvalidSpec", "spec.data.uri: no shards")],
+            )
+        ),
+        "Degraded",
+        "spec.data.uri: no shards",
+    ),
     "tj-degraded-condition": (
         training_job(
             tj_status(
