@@ -1,0 +1,175 @@
+"""Admission checks, webhook certificates, version books, operator settings and metrics."""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+
+import kopf
+import pytest
+from cryptography import x509
+from hypothesis import given
+from hypothesis import strategies as st
+from modelops.k8s import main, webhook
+from modelops.k8s.config import OperatorConfig
+from modelops.k8s.metrics import OperatorMetrics
+from modelops.k8s.versions import VersionBook
+from prometheus_client import CollectorRegistry
+
+from tests.unit.manifests import incremental_update, model_deployment, mutate, training_job
+
+# -- admission ----------------------------------------------------------------------------
+
+
+def test_valid_specs_of_every_kind_are_admitted() -> None:
+    for kind, manifest in (
+        ("TrainingJob", training_job()),
+        ("ModelDeployment", model_deployment()),
+        ("IncrementalUpdate", incremental_update()),
+    ):
+        assert webhook.check(kind, manifest["spec"]) == ([], [])
+
+
+def test_an_invalid_spec_is_rejected_with_its_field_path() -> None:
+    bad = mutate(training_job(), "spec.resources.workers", 0)
+    problems, _ = webhook.check("TrainingJob", bad["spec"])
+    assert [p.path for p in problems] == ["spec.resources.workers"]
+    with pytest.raises(kopf.AdmissionError) as raised:
+        webhook.validate_trainingjob(spec=bad["spec"], warnings=[], old=None)
+    assert "spec.resources.workers" in str(raised.value)
+    assert raised.value.code == 422
+
+
+def test_a_cross_field_rule_names_its_field() -> None:
+    bad = mutate(training_job(), "spec.resources.minWorkers", 5)
+    problems, _ = webhook.check("TrainingJob", bad["spec"])
+    assert "spec.resources.workers" in [p.path for p in problems]
+
+
+def test_changing_an_immutable_field_is_rejected_on_update() -> None:
+    old = training_job()
+    new = mutate(old, "spec.output.modelName", "renamed")
+    with pytest.raises(kopf.AdmissionError) as raised:
+        webhook.validate_trainingjob(spec=new["spec"], warnings=[], old=old)
+    assert "spec.output: field is immutable" in str(raised.value)
+
+
+def test_a_mutable_change_is_admitted_with_a_warning() -> None:
+    old = training_job()
+    new = mutate(old, "spec.resources.workers", 4)
+    warnings: list[str] = []
+    webhook.validate_trainingjob(spec=new["spec"], warnings=warnings, old=old)
+    assert warnings and warnings[0].startswith("spec.resources changed")
+
+
+def test_other_kinds_have_no_immutability_rules_here() -> None:
+    old = model_deployment()
+    new = mutate(old, "spec.model.name", "other")
+    webhook.validate_modeldeployment(spec=new["spec"], warnings=[], old=old)
+
+
+# -- certificates -------------------------------------------------------------------------
+
+
+def test_self_signed_certificate_carries_ip_and_dns_sans(tmp_path: Path) -> None:
+    cert_pem, key_pem = webhook.self_signed(
+        ["127.0.0.1", "modelops-webhook.modelops.svc", "0.0.0.0"]
+    )
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    sans = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert [str(ip) for ip in sans.get_values_for_type(x509.IPAddress)] == ["127.0.0.1"]
+    assert sans.get_values_for_type(x509.DNSName) == ["modelops-webhook.modelops.svc"]
+    (tmp_path / "c.pem").write_bytes(cert_pem)
+    (tmp_path / "k.pem").write_bytes(key_pem)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(tmp_path / "c.pem", tmp_path / "k.pem")
+
+
+def test_cert_files_are_generated_once_and_kept(tmp_path: Path) -> None:
+    cert, key = webhook.ensure_cert_files(tmp_path / "certs", ["127.0.0.1"])
+    first = cert.read_bytes()
+    assert key.stat().st_mode & 0o777 == 0o600
+    again, _ = webhook.ensure_cert_files(tmp_path / "certs", ["127.0.0.1"])
+    assert again.read_bytes() == first
+
+
+# -- version books ------------------------------------------------------------------------
+
+_UIDS = st.lists(st.uuids().map(str), min_size=1, max_size=30)
+
+
+@given(_UIDS, st.randoms())
+def test_versions_are_distinct_monotonic_and_stable(uids: list[str], rnd: object) -> None:
+    book = VersionBook()
+    given_out: dict[str, int] = {}
+    for uid in uids:
+        book, version = book.assign(uid, f"job-{uid[:4]}")
+        if uid in given_out:
+            assert version == given_out[uid]
+        else:
+            assert all(version > v for v in given_out.values())
+            given_out[uid] = version
+        # A restart reads the book back from the ConfigMap's data.
+        book = VersionBook.from_data(book.to_data())
+    assert len(set(given_out.values())) == len(given_out)
+
+
+def test_forgetting_a_job_never_frees_its_number() -> None:
+    book, first = VersionBook().assign("a", "job-a")
+    book = book.forget("a")
+    book, second = book.assign("b", "job-b")
+    assert (first, second) == (1, 2)
+    book, again = VersionBook.from_data(book.to_data()).assign("a", "job-a")
+    assert again == 3
+
+
+def test_a_book_with_a_low_counter_is_not_trusted() -> None:
+    data = {"next": "1", "jobs": '{"x":{"job":"j","version":7}}'}
+    assert VersionBook.from_data(data).assign("y", "k")[1] == 8
+
+
+# -- settings and metrics -----------------------------------------------------------------
+
+
+def test_kopf_keeps_its_state_in_modelops_annotations() -> None:
+    settings = kopf.OperatorSettings()
+    main.configure(
+        settings,
+        OperatorConfig(webhook_host="127.0.0.1"),
+        main.RunOptions(webhook_addr="127.0.0.1"),
+    )
+    assert isinstance(settings.persistence.progress_storage, kopf.AnnotationsProgressStorage)
+    assert settings.persistence.progress_storage.prefix == "modelops.dev"
+    assert isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
+    assert settings.persistence.finalizer == "modelops.dev/finalizer"
+    assert settings.peering.standalone is True
+    assert settings.admission.managed == "modelops.dev"
+    assert isinstance(settings.admission.server, webhook.WebhookServer)
+
+
+def test_peering_when_named_and_no_webhook_when_disabled() -> None:
+    settings = kopf.OperatorSettings()
+    config = OperatorConfig(peering_name="modelops", namespaces=("a",))
+    main.configure(settings, config, main.RunOptions(webhook=False))
+    assert settings.peering.standalone is False
+    assert settings.peering.name == "modelops" and settings.peering.mandatory
+    assert settings.peering.clusterwide is False
+    assert settings.admission.server is None
+    assert main.WEBHOOK_MODULE not in main.handler_modules(main.RunOptions(webhook=False))
+    assert "modelops.k8s.trainingjob.handlers" in main.HANDLER_MODULES
+
+
+def test_reconcile_metrics_count_time_and_errors() -> None:
+    registry = CollectorRegistry()
+    metrics = OperatorMetrics(registry)
+    with metrics.reconcile("trainingjobs", "reconcile"):
+        pass
+    with pytest.raises(ValueError), metrics.reconcile("trainingjobs", "reconcile"):
+        raise ValueError("boom")
+    value = registry.get_sample_value
+    labels = {"resource": "trainingjobs", "handler": "reconcile"}
+    assert value("modelops_reconcile_total", {**labels, "result": "success"}) == 1
+    assert value("modelops_reconcile_total", {**labels, "result": "error"}) == 1
+    assert value("modelops_reconcile_errors_total", {**labels, "error": "ValueError"}) == 1
+    assert value("modelops_reconcile_duration_seconds_count", labels) == 2
+    assert value("modelops_reconcile_in_flight", {"resource": "trainingjobs"}) == 0
