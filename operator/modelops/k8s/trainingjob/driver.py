@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import ssl
 import subprocess
@@ -231,10 +232,10 @@ def wait_for_workers(count: int, poll: float = 2.0) -> None:
     """Block until `count` worker nodes have joined the Ray cluster."""
     import ray
 
-    ray.init(address="auto", logging_level="WARNING")
+    ray.init(address="auto", logging_level=logging.WARNING)
     try:
         while True:
-            alive = [n for n in ray.nodes() if n.get("Alive")]
+            alive = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
             workers = len(alive) - 1  # the head is a node too
             print(f"modelops driver: {workers}/{count} workers joined", flush=True)
             if workers >= count:
