@@ -7,18 +7,23 @@ Its log goes to a file that is printed when readiness never comes.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
+import aiohttp
 import httpx
 import numpy as np
+import orjson
 import torch
 from modelops.api.artifact import EnsembleCard, EnsembleMemberCard, ModelCard, TensorSpec
 from modelops.api.training import Architecture, EnsembleMethod, ModelSpec, Task
@@ -164,3 +169,53 @@ def metric_values(text: str, name: str) -> dict[str, float]:
             key, _, value = line.rpartition(" ")
             found[key[len(name):]] = float(value)
     return found
+
+
+def make_store(root: Path) -> str:
+    """A store with model `m`: versions 1-3 (different random MLPs) and 4 (stored mean ensemble of 1, 2)."""
+    store = f"file://{root}"
+    for version in (1, 2, 3):
+        save_classifier(store, "m", version)
+    save_stored_ensemble(store, "m", 4, [1, 2], "mean")
+    return store
+
+
+@dataclass
+class Reply:
+    status: int
+    headers: dict[str, str]
+    body: dict[str, Any]
+
+
+async def post_many(
+    url: str,
+    bodies: list[dict[str, Any]],
+    concurrency: int,
+    headers: list[dict[str, str]] | None = None,
+) -> list[Reply]:
+    """POST every body with `concurrency` requests in flight over keep-alive connections."""
+    replies: list[Reply | None] = [None] * len(bodies)
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(len(bodies)):
+        queue.put_nowait(i)
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=60)) as session:
+
+        async def worker() -> None:
+            while not queue.empty():
+                i = queue.get_nowait()
+                extra = headers[i] if headers else None
+                async with session.post(url, data=orjson.dumps(bodies[i]), headers=extra) as response:
+                    payload = await response.read()
+                    replies[i] = Reply(
+                        response.status,
+                        {k.lower(): v for k, v in response.headers.items()},
+                        orjson.loads(payload) if payload else {},
+                    )
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return [r for r in replies if r is not None]
+
+
+def post_all(url: str, bodies: list[dict[str, Any]], concurrency: int, **kwargs: Any) -> list[Reply]:
+    return asyncio.run(post_many(url, bodies, concurrency, **kwargs))
