@@ -18,7 +18,7 @@ import datetime
 import ipaddress
 from collections.abc import Collection
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import kopf
 from cryptography import x509
@@ -35,6 +35,8 @@ from modelops.lifecycle.training import change_notes, immutable_changes
 CERT_FILE = "tls.crt"
 KEY_FILE = "tls.key"
 CERT_DAYS = 3650
+# Not DELETE: a deletion carries no new spec, and must never be blocked by validation.
+ADMITTED: list[Literal["CREATE", "UPDATE"]] = ["CREATE", "UPDATE"]
 
 
 def describe(problems: list[Problem]) -> str:
@@ -64,19 +66,23 @@ def _admit(kind: str, spec: Any, old: Any, warnings: list[str]) -> None:
         raise kopf.AdmissionError(f"invalid {kind}: {describe(problems)}", code=422)
 
 
-@kopf.on.validate(GROUP, VERSION, "trainingjobs", id="validate-trainingjob")
+@kopf.on.validate(GROUP, VERSION, "trainingjobs", id="validate-trainingjob", operations=ADMITTED)
 def validate_trainingjob(spec: kopf.Spec, warnings: list[str], old: Any = None, **_: Any) -> None:
     _admit("TrainingJob", spec, old, warnings)
 
 
-@kopf.on.validate(GROUP, VERSION, "modeldeployments", id="validate-modeldeployment")
+@kopf.on.validate(
+    GROUP, VERSION, "modeldeployments", id="validate-modeldeployment", operations=ADMITTED
+)
 def validate_modeldeployment(
     spec: kopf.Spec, warnings: list[str], old: Any = None, **_: Any
 ) -> None:
     _admit("ModelDeployment", spec, old, warnings)
 
 
-@kopf.on.validate(GROUP, VERSION, "incrementalupdates", id="validate-incrementalupdate")
+@kopf.on.validate(
+    GROUP, VERSION, "incrementalupdates", id="validate-incrementalupdate", operations=ADMITTED
+)
 def validate_incrementalupdate(
     spec: kopf.Spec, warnings: list[str], old: Any = None, **_: Any
 ) -> None:
