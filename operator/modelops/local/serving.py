@@ -278,7 +278,7 @@ class LocalServing:
                 "cpu": win.cpu_cores,
             }[config.metric.value]
         observed = autoscale.Observed(
-            replicas=len(self.replicas), load=load, queued=self.balancer.waiting
+            replicas=self.desired, load=load, queued=self.balancer.waiting
         )
         decision = autoscale.desired_replicas(config, observed, self.history, time.monotonic())
         self.history = decision.history

@@ -18,6 +18,7 @@ from modelops.api.training import (
     TrainingJob,
     TrainingJobStatus,
     TrainingPhase,
+    TrialResult,
 )
 from modelops.lifecycle.conditions import set_condition
 from modelops.local.context import LocalContext, now
@@ -153,10 +154,15 @@ class LocalTraining:
         )
         self.status = self.status.model_copy(update={"attempts": attempts})
         if result is not None:
+            trials = [
+                TrialResult.model_validate({k: t[k] for k in ("id", "params", "metrics") if k in t})
+                for t in result.pop("trials", None) or []
+            ]
             version = ModelVersionRef.model_validate(result)
             self.status = self.status.model_copy(
                 update={
                     "model_version": version,
+                    "trials": trials,
                     "completion_time": now(),
                     "main_metric": main_metric(version.metrics),
                 }
