@@ -174,7 +174,9 @@ class Cluster:
         items = self.core.list_namespaced_event(
             self.ns, field_selector=f"involvedObject.name={name}"
         ).items
-        return [e.reason for e in sorted(items, key=lambda e: e.metadata.creation_timestamp)]
+        # eventTime keeps microseconds; creation timestamps tie within a second.
+        ordered = sorted(items, key=lambda e: e.event_time or e.metadata.creation_timestamp)
+        return [e.reason for e in ordered]
 
     def children(self, job: str) -> dict[str, set[str]]:
         """Every kind of child the job may have, by name (those being deleted left out)."""
