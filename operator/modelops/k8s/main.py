@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +108,9 @@ def run(config: OperatorConfig, options: RunOptions) -> int:
         level=logging.DEBUG if options.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if options.kubeconfig:
+        # Kopf logs in on its own (from KUBECONFIG); both clients must see the same cluster.
+        os.environ["KUBECONFIG"] = options.kubeconfig
     for module in handler_modules(options):
         importlib.import_module(module)
 
