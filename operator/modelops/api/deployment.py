@@ -117,6 +117,13 @@ class MetricsSource(ApiModel):
         pattern=r"^https?://[^ \t\r\n]+$",
         description="Prometheus HTTP API; the pods' /metrics are scraped when omitted.",
     )
+    prometheus_selector: str | None = Field(
+        default=None,
+        max_length=1024,
+        pattern=r'^[a-zA-Z_][a-zA-Z0-9_]*(=|!=|=~|!~)"[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*(=|!=|=~|!~)"[^"]*")*$',
+        description='Label matchers added to the Prometheus queries, e.g. namespace="ml",'
+        'job="serving"; namespace="<the ModelDeployment\'s namespace>" when omitted.',
+    )
     pod_metrics_port: int = Field(
         default=8080, ge=1, le=65535, description="Port of the pods' /metrics."
     )

@@ -25,6 +25,7 @@ from modelops.k8s.trainingjob.reconcile import TrainingSettings
 # Modules whose import registers Kopf handlers; each resource's controller adds its own.
 HANDLER_MODULES: list[str] = [
     "modelops.k8s.trainingjob.handlers",
+    "modelops.k8s.modeldeployment.handlers",
 ]
 WEBHOOK_MODULE = "modelops.k8s.webhook"
 

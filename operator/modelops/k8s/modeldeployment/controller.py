@@ -1,0 +1,524 @@
+"""The serving loop of one ModelDeployment: read, decide, act, report; then wait.
+
+Every pass (each `autoscaling.intervalSeconds`, or sooner when the object changes):
+
+1. resolve the version to serve (explicit, or the newest promoted one);
+2. read the servers' metrics once (scrape or Prometheus) into monotonic totals;
+3. rollout: plan the next step from the candidate's metrics since its step began;
+4. autoscale: the policy's decision, written through the scale subresource;
+5. apply the children (Service, PodDisruptionBudget, Deployment) and push the
+   traffic split to every server;
+6. batch prediction, conditions, and a status write only when something moved.
+
+Each stage catches its own errors, so a failing Prometheus or an unreachable
+server costs one stage one pass, never the loop (Ray Serve's controller does the
+same). The autoscaler's history and the step baselines live in memory: after an
+operator restart the scale-down window and the current step's metrics window
+start afresh, which errs on the side of not acting.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, TypeVar
+
+import aiohttp
+
+from modelops.api.deployment import (
+    AutoscaleMetric,
+    BatchPredictionStatus,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    RolloutStrategy,
+    ScaleDecision,
+)
+from modelops.k8s.kube import ApiError, Kube
+from modelops.k8s.modeldeployment import builders, children, names
+from modelops.k8s.modeldeployment import status as report
+from modelops.k8s.modeldeployment.metrics_source import (
+    Endpoint,
+    EndpointsError,
+    discover,
+    query_prometheus,
+    scrape,
+)
+from modelops.k8s.modeldeployment.routing import Split, apply_split
+from modelops.k8s.modeldeployment.samples import Snapshot, Totals
+from modelops.lifecycle.autoscale import History, Observed, desired_replicas
+from modelops.lifecycle.rollout import (
+    Action,
+    GateInput,
+    Plan,
+    Resolution,
+    VersionMetrics,
+    plan_rollout,
+    resolve_version,
+)
+from modelops.lifecycle.status import status_changed
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SUMMARY_WINDOW = 60.0
+Post = Callable[[report.Note], None]
+
+
+@dataclass(frozen=True)
+class Views:
+    """What the loop sees of the cluster without asking (Kopf indexes, or anything alike)."""
+
+    pods: Callable[[], Sequence[Mapping[str, Any]]]
+    deployment: Callable[[], Mapping[str, Any] | None]
+    jobs: Callable[[], Sequence[Mapping[str, Any]]]
+    trained: Callable[[str], set[int]]
+
+
+@dataclass
+class Shared:
+    """What every loop shares: the API client, a thread pool for it, an HTTP session."""
+
+    kube: Kube
+    settings: builders.ServingSettings
+    executor: ThreadPoolExecutor
+    session: aiohttp.ClientSession
+
+    async def call(self, fn: Callable[..., T], *args: Any) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, partial(fn, *args))
+
+
+@dataclass
+class PassResult:
+    """What one pass found, for the status and the next wait."""
+
+    interval: float
+    notes: list[report.Note] = field(default_factory=list)
+
+
+def _local_versions(store_uri: str, model: str) -> set[int] | None:
+    """Versions in a file:// store this process can see; None when it cannot look."""
+    if not store_uri.startswith("file://"):
+        return None
+    root = os.path.join(store_uri[len("file://") :], model)
+    if not os.path.isdir(root):
+        return None
+    return {
+        int(entry[1:])
+        for entry in os.listdir(root)
+        if entry.startswith("v")
+        and entry[1:].isdigit()
+        and os.path.exists(os.path.join(root, entry, "model.json"))
+    }
+
+
+def _metric_load(
+    metric: AutoscaleMetric, latest: Snapshot, previous: Snapshot, totals: Totals
+) -> float:
+    seconds = latest.time - previous.time
+    if metric == AutoscaleMetric.RPS:
+        return latest.since(previous).requests / seconds if seconds > 0 else 0.0
+    if metric == AutoscaleMetric.CPU:
+        return (latest.cpu_seconds - previous.cpu_seconds) / seconds if seconds > 0 else 0.0
+    if metric == AutoscaleMetric.CONCURRENCY:
+        return totals.gauges.in_flight
+    return totals.gauges.queue_depth
+
+
+class ServingLoop:
+    """One ModelDeployment's loop state and its passes."""
+
+    def __init__(
+        self, shared: Shared, namespace: str, name: str, uid: str, views: Views, post: Post
+    ) -> None:
+        self.shared = shared
+        self.namespace = namespace
+        self.name = name
+        self.uid = uid
+        self.views = views
+        self.post = post
+        self.totals = Totals(keep_seconds=SUMMARY_WINDOW * 2)
+        self.history: History | None = None
+        self.applier = children.Applier(shared.kube)
+        self.baselines: dict[tuple[int, int], Snapshot] = {}
+        self.clock: Callable[[], float] = time.time
+        self._written: tuple[dict[str, Any], dict[str, Any]] | None = None
+        self._scaled: tuple[int | None, int] | None = None
+
+    # -- one pass -------------------------------------------------------------------------
+
+    async def run_once(self, body: Mapping[str, Any]) -> PassResult:
+        spec = ModelDeploymentSpec.model_validate(body.get("spec") or {})
+        old = ModelDeploymentStatus.model_validate(self._fresh_status(body))
+        meta: Mapping[str, Any] = body.get("metadata") or {}
+        status = old.model_copy(deep=True)
+        now = self.clock()
+        stamp = datetime.fromtimestamp(now, UTC)
+        result = PassResult(interval=float(spec.autoscaling.interval_seconds))
+        degraded: tuple[str, str] | None = None
+
+        resolution = await self._resolve(spec, status)
+        endpoints, snapshot = await self._read(spec, meta, now)
+        plan = self._plan(spec, status, resolution, meta, snapshot, now)
+        if plan is not None:
+            result.notes += report.record_plan(status, plan, spec.rollout.strategy, stamp)
+            status.message = plan.message
+        replicas = await self._autoscale(spec, status, snapshot, now, stamp, result)
+        if status.active_version is not None or spec.ensemble is not None:
+            await self._apply_children(spec, status, replicas)
+            routing_problem = await self._route(spec, status, plan, endpoints)
+            if routing_problem:
+                degraded = ("RoutingFailed", routing_problem)
+            await self._batch(spec, status, stamp)
+        self._observe_deployment(status)
+        self._summarize(status, spec, snapshot)
+        degraded = self._rolled_back(status) or degraded
+        if spec.autoscaling.enabled and endpoints and not self.totals.endpoints:
+            degraded = degraded or ("MetricsUnavailable", "no server answered on /metrics")
+        message = resolution.message if spec.ensemble is None else "ensemble"
+        report.set_conditions(
+            status,
+            now=stamp,
+            generation=meta.get("generation"),
+            version_message=message,
+            rolling=self._rolling(),
+            degraded=degraded,
+        )
+        status.observed_generation = meta.get("generation")
+        await self._write_status(old, status)
+        for note in result.notes:
+            self.post(note)
+        return result
+
+    # -- stages ---------------------------------------------------------------------------
+
+    async def _resolve(
+        self, spec: ModelDeploymentSpec, status: ModelDeploymentStatus
+    ) -> Resolution:
+        if spec.ensemble is not None:
+            members = ",".join(str(m.version) for m in spec.ensemble.members)
+            return Resolution(None, f"ensemble of versions {members}")
+        promoted = {p.version for p in status.promotions} | self.views.trained(spec.model.name)
+        rejected = {r.version for r in status.rollbacks}
+        available = _local_versions(spec.model.store_uri, spec.model.name)
+        return resolve_version(spec.model, promoted, rejected, available)
+
+    async def _read(
+        self, spec: ModelDeploymentSpec, meta: Mapping[str, Any], now: float
+    ) -> tuple[list[Endpoint], Snapshot]:
+        source = spec.autoscaling.metrics_source
+        annotations: Mapping[str, str] = meta.get("annotations") or {}
+        try:
+            endpoints = discover(
+                self.views.pods(),
+                source.pod_metrics_port,
+                annotations.get(names.ANNOTATION_METRICS_ENDPOINTS),
+            )
+        except EndpointsError as error:
+            log.warning(
+                "%s/%s: %s: %s",
+                self.namespace,
+                self.name,
+                names.ANNOTATION_METRICS_ENDPOINTS,
+                error,
+            )
+            endpoints = []
+        readings = {}
+        try:
+            if source.prometheus_url:
+                selector = source.prometheus_selector or f'namespace="{self.namespace}"'
+                readings = await query_prometheus(
+                    self.shared.session, source.prometheus_url, spec.model.name, selector
+                )
+            else:
+                readings = await scrape(self.shared.session, endpoints, spec.model.name)
+        except Exception as error:  # a metrics outage must not stop the loop
+            log.warning("%s/%s: reading metrics: %s", self.namespace, self.name, error)
+        return endpoints, self.totals.add(now, readings)
+
+    def _gate_input(
+        self, candidate: int, step: int, stable: str, snapshot: Snapshot
+    ) -> GateInput | None:
+        if not self.totals.endpoints:
+            return None
+        key = (candidate, step)
+        baseline = self.baselines.setdefault(key, snapshot)
+        cand = snapshot.since(baseline, str(candidate))
+        base = snapshot.since(baseline, stable)
+        gauges = self.totals.gauges
+
+        def metrics(label: str, counters: Any) -> VersionMetrics:
+            p95 = counters.quantile(0.95)
+            return VersionMetrics(
+                requests=int(counters.requests),
+                errors=int(counters.errors),
+                p95_ms=p95 * 1000.0 if p95 is not None else None,
+                accuracy=gauges.accuracy.get(label),
+                feedback_rows=int(counters.feedback_rows),
+                compared=int(counters.compared),
+                agreement=counters.agreement,
+            )
+
+        return GateInput(metrics(str(candidate), cand), metrics(stable, base))
+
+    def _plan(
+        self,
+        spec: ModelDeploymentSpec,
+        status: ModelDeploymentStatus,
+        resolution: Resolution,
+        meta: Mapping[str, Any],
+        snapshot: Snapshot,
+        now: float,
+    ) -> Plan | None:
+        if spec.ensemble is not None:
+            return None
+        state = report.rollout_state(status)
+        observed = None
+        if state.candidate is not None and state.stable is not None:
+            observed = self._gate_input(
+                state.candidate, state.step or 0, str(state.stable), snapshot
+            )
+        annotations: Mapping[str, str] = meta.get("annotations") or {}
+        promote = state.candidate is not None and annotations.get(names.ANNOTATION_PROMOTE) == str(
+            state.candidate
+        )
+        plan = plan_rollout(
+            spec.rollout, state, resolution.version, observed, now, promote_requested=promote
+        )
+        if plan.action in (Action.START, Action.ADVANCE) and plan.state.candidate is not None:
+            # The step's window starts now: counts before this do not judge it.
+            self.baselines[(plan.state.candidate, plan.state.step or 0)] = snapshot
+        if plan.state.candidate is None:
+            self.baselines.clear()
+        return plan
+
+    async def _autoscale(
+        self,
+        spec: ModelDeploymentSpec,
+        status: ModelDeploymentStatus,
+        snapshot: Snapshot,
+        now: float,
+        stamp: datetime,
+        result: PassResult,
+    ) -> int:
+        config = spec.autoscaling
+        if not config.enabled:
+            self.history = None
+            status.autoscaler = None
+            replicas = self._fresh_replicas(spec)
+            replicas = replicas if replicas is not None else 1
+            status.desired_replicas = replicas
+            return replicas
+        current = self._fresh_replicas(spec)
+        if current is None:
+            current = max(config.min_replicas, 1)
+            await self._write_scale(spec.replicas, current)
+        if self.history is None:
+            self.history = History.start(now, current)
+        previous = self.totals.previous()
+        if previous is None or not self.totals.endpoints:
+            status.desired_replicas = current
+            return current  # no load reading yet: never act on missing data
+        load = _metric_load(config.metric, snapshot, previous, self.totals)
+        queued = int(self.totals.gauges.queue_depth)
+        decision = desired_replicas(config, Observed(current, load, queued), self.history, now)
+        self.history = decision.history
+        autoscaler = report.autoscaler_status(decision, config.metric.value, load)
+        if report.autoscaler_changed(status.autoscaler, autoscaler):
+            status.autoscaler = autoscaler
+        status.desired_replicas = decision.replicas
+        if not decision.changed:
+            return current
+        await self._write_scale(spec.replicas, decision.replicas)
+        status.last_scale = ScaleDecision(
+            time=stamp,
+            from_replicas=current,
+            to_replicas=decision.replicas,
+            load=round(max(0.0, load), 3),
+            reason=f"{decision.reason.value}: {decision.message}"[:1024],
+        )
+        status.autoscaler = autoscaler
+        message = f"{current} → {decision.replicas}: {decision.message}"
+        result.notes.append(report.Note("Normal", "Scaled", message))
+        return decision.replicas
+
+    async def _write_scale(self, before: int | None, replicas: int) -> None:
+        await self.shared.call(
+            children.write_scale, self.shared.kube, self.namespace, self.name, replicas
+        )
+        self._scaled = (before, replicas)
+
+    def _context(
+        self, spec: ModelDeploymentSpec, status: ModelDeploymentStatus, replicas: int
+    ) -> builders.ServingContext:
+        return builders.ServingContext(
+            name=self.name,
+            namespace=self.namespace,
+            uid=self.uid,
+            spec=spec,
+            settings=self.shared.settings,
+            version=status.active_version,
+            replicas=replicas,
+        )
+
+    async def _apply_children(
+        self, spec: ModelDeploymentSpec, status: ModelDeploymentStatus, replicas: int
+    ) -> None:
+        ctx = self._context(spec, status, replicas)
+        for manifest in builders.children(ctx):
+            await self.shared.call(self.applier.apply, manifest)
+        status.selector = names.selector_string(names.server_selector(self.name))
+
+    async def _route(
+        self,
+        spec: ModelDeploymentSpec,
+        status: ModelDeploymentStatus,
+        plan: Plan | None,
+        endpoints: list[Endpoint],
+    ) -> str | None:
+        """Push the split to every server; a description of failures, or None."""
+        if plan is None or status.active_version is None or not endpoints:
+            return None
+        candidate = status.candidate_version
+        split = Split(
+            stable=str(status.active_version),
+            candidate=str(candidate) if candidate is not None else None,
+            weight=float(plan.weight) if candidate is not None else 0.0,
+            shadow=plan.shadow,
+        )
+        result = await apply_split(self.shared.session, endpoints, split)
+        if result.failed:
+            failures = "; ".join(f"{name}: {error}" for name, error in result.failed)
+            log.warning("%s/%s: routing: %s", self.namespace, self.name, failures)
+            # Reachable servers that refused (e.g. a version that does not load) matter;
+            # servers that are simply not reachable yet are the pods' readiness' business.
+            refused = [e for _, e in result.failed if "HTTP" in e]
+            return f"servers refused the split: {'; '.join(refused)}"[:1024] if refused else None
+        if spec.rollout.strategy == RolloutStrategy.SHADOW and status.shadow is not None:
+            status.shadow = report.with_accuracies(
+                status.shadow, self.totals.gauges, split.stable, split.candidate
+            )
+        return None
+
+    async def _batch(
+        self, spec: ModelDeploymentSpec, status: ModelDeploymentStatus, stamp: datetime
+    ) -> None:
+        batch = spec.batch_prediction
+        if batch is None or status.active_version is None:
+            status.batch_prediction = None
+            return
+        ctx = self._context(spec, status, 0)
+        manifest = builders.batch_job(ctx)
+        job_name = manifest["metadata"]["name"]
+        job = next(
+            (j for j in self.views.jobs() if j.get("name") == job_name),
+            None,
+        )
+        if job is None:
+            previous = status.batch_prediction
+            if (
+                previous is not None
+                and previous.job_name == job_name
+                and previous.phase
+                in (
+                    "Succeeded",
+                    "Failed",
+                )
+            ):
+                return  # finished and since removed (TTL or by hand): keep the record
+            try:
+                await self.shared.call(self.shared.kube.create_if_absent, manifest)
+            except ApiError as error:
+                log.warning("%s/%s: batch job: %s", self.namespace, self.name, error)
+            job = {"name": job_name}
+        status.batch_prediction = BatchPredictionStatus(
+            phase=_job_phase(job),
+            version=status.active_version,
+            output_uri=batch.output_uri,
+            job_name=job_name,
+            shards_done=int(job.get("shardsDone", 0)),
+            shards_total=int(job.get("shardsTotal", 0)),
+        )
+
+    def _observe_deployment(self, status: ModelDeploymentStatus) -> None:
+        deployment = self.views.deployment()
+        observed = (deployment or {}).get("status") or {}
+        status.replicas = int(observed.get("replicas", 0))
+        status.ready_replicas = int(observed.get("readyReplicas", 0))
+
+    def _rolling(self) -> bool:
+        deployment = self.views.deployment() or {}
+        observed = deployment.get("status") or {}
+        wanted = int((deployment.get("spec") or {}).get("replicas", 0))
+        generation = int((deployment.get("metadata") or {}).get("generation", 0))
+        behind = int(observed.get("observedGeneration", 0)) < generation
+        return bool(deployment) and (behind or int(observed.get("updatedReplicas", 0)) < wanted)
+
+    def _summarize(
+        self, status: ModelDeploymentStatus, spec: ModelDeploymentSpec, snapshot: Snapshot
+    ) -> None:
+        earlier = self.totals.at_or_before(snapshot.time - SUMMARY_WINDOW)
+        if earlier is None or earlier is snapshot or not self.totals.endpoints:
+            return
+        stable = (
+            builders.ENSEMBLE_LABEL
+            if spec.ensemble
+            else (str(status.active_version) if status.active_version else None)
+        )
+        summary = report.live_summary(snapshot, earlier, self.totals.gauges, stable)
+        if report.summary_changed(status.metrics, summary):
+            status.metrics = summary
+
+    @staticmethod
+    def _rolled_back(status: ModelDeploymentStatus) -> tuple[str, str] | None:
+        """Degraded while the newest rolled-back version is newer than what is served."""
+        if not status.rollbacks:
+            return None
+        last = status.rollbacks[-1]
+        if status.active_version is not None and status.active_version > last.version:
+            return None
+        if status.candidate_version is not None and status.candidate_version > last.version:
+            return None
+        return ("RolledBack", f"version {last.version} was rolled back: {last.reason}"[:1024])
+
+    async def _write_status(self, old: ModelDeploymentStatus, new: ModelDeploymentStatus) -> None:
+        before, after = old.to_dict(), new.to_dict()
+        if not status_changed(before, after):
+            return
+        patch = report.merge_patch(before, after)
+        await self.shared.call(
+            children.patch_status, self.shared.kube, self.namespace, self.name, patch
+        )
+        self._written = (before, after)
+
+    def _fresh_status(self, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The body's status, unless it is the one our last write replaced (a lagging watch)."""
+        current: dict[str, Any] = dict(body.get("status") or {})
+        if self._written is not None:
+            before, after = self._written
+            if ModelDeploymentStatus.model_validate(current).to_dict() == before:
+                return after
+        return current
+
+    def _fresh_replicas(self, spec: ModelDeploymentSpec) -> int | None:
+        """spec.replicas, unless it is the value our last scale write replaced."""
+        if self._scaled is not None and spec.replicas == self._scaled[0]:
+            return self._scaled[1]
+        return spec.replicas
+
+
+def _job_phase(job: Mapping[str, Any]) -> Any:
+    if job.get("succeeded"):
+        return "Succeeded"
+    if job.get("failed"):
+        return "Failed"
+    if job.get("active"):
+        return "Running"
+    return "Pending"
