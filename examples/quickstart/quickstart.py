@@ -6,7 +6,9 @@
 3. measures the served accuracy on the held-out digits over HTTP;
 4. sends a burst of load and shows the replicas scaling up, then back down;
 5. appends the held-back shards and shows the update run promoted and served;
-6. stops everything with Ctrl-C (SIGINT), as a user would.
+6. with --corrupt, appends shards whose labels are shuffled and shows that update
+   rejected by the promotion gate while the good version keeps serving;
+7. stops everything with Ctrl-C (SIGINT), as a user would.
 
 `python examples/quickstart/quickstart.py [--root DIR] [--port P] [--summary FILE]`
 """
@@ -69,6 +71,26 @@ def prepare_data(root: Path, initial: int, total: int) -> tuple[Path, list[Path]
     return train, shards[initial:]
 
 
+def write_corrupted(root: Path, count: int) -> list[Path]:
+    """Copies of training shards with their labels shuffled: data a gate must refuse."""
+    rng = np.random.default_rng(0)
+    staging = sorted((root / "quickstart" / "staging" / "train").glob("*.parquet"))
+    train = root / "quickstart" / "data" / "train"
+    written = []
+    for index in range(count):
+        frame = pq.read_table(staging[index % len(staging)]).to_pandas()
+        frame["target"] = rng.permutation(frame["target"].to_numpy())
+        temp = train / f".corrupt-{index:03d}.parquet.tmp"
+        frame.to_parquet(temp, index=False)
+        written.append(temp)
+    final = []
+    for temp in written:
+        target = temp.with_name(temp.name.lstrip(".").removesuffix(".tmp"))
+        temp.rename(target)
+        final.append(target)
+    return final
+
+
 def holdout_rows(root: Path) -> tuple[np.ndarray, np.ndarray]:
     table = pq.read_table(root / "quickstart" / "data" / "holdout")
     frame = table.to_pandas()
@@ -95,6 +117,17 @@ def wait_for(what: str, check: Any, timeout: float, run: subprocess.Popen[bytes]
             raise RuntimeError(f"modelops run exited ({run.returncode}) while waiting for {what}")
         time.sleep(1)
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def endpoint_ready(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/v2/models/{MODEL}/ready", timeout=2) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def infer_body(rows: np.ndarray) -> dict[str, Any]:
@@ -166,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--timeout", type=float, default=900.0, help="for each stage")
     parser.add_argument("--summary", help="write the figures as JSON here")
+    parser.add_argument("--corrupt", action="store_true", help="also show a rejected update")
     parser.add_argument("--keep-serving", action="store_true", help="don't stop at the end")
     args = parser.parse_args(argv)
 
@@ -189,14 +223,12 @@ def main(argv: list[str] | None = None) -> int:
     ]
     log("starting: " + " ".join(command[2:]))
     run = subprocess.Popen(command, start_new_session=True)
-    summary: dict[str, Any] = {"url": f"http://127.0.0.1:{args.port}"}
+    summary: dict[str, Any] = {"url": f"http://127.0.0.1:{args.port}", "run_pid": run.pid}
     try:
-        md = wait_for(
-            "the first version to serve",
-            lambda: (s := state_of(state, "ModelDeployment", "digits")).get("readyReplicas") and s,
-            args.timeout,
-            run,
+        wait_for(
+            "the first version to serve", lambda: endpoint_ready(summary["url"]), args.timeout, run
         )
+        md = state_of(state, "ModelDeployment", "digits")
         summary["first_version"] = md["activeVersion"]
         log(f"serving version {md['activeVersion']} at {summary['url']}")
         accuracy, _ = asyncio.run(served_accuracy(summary["url"], x, y))
@@ -217,8 +249,11 @@ def main(argv: list[str] | None = None) -> int:
         summary["replicas_after"] = 1
         log("scaled back down to 1 replica")
 
+        train = root / "quickstart" / "data" / "train"
+        for shard in held_back:  # copy under a temporary name, then rename: all appear at once
+            shutil.copy(shard, train / f".{shard.name}.tmp")
         for shard in held_back:
-            shutil.copy(shard, root / "quickstart" / "data" / "train" / shard.name)
+            (train / f".{shard.name}.tmp").rename(train / shard.name)
         log(f"appended {len(held_back)} new shard(s); waiting for the incremental update")
         before = summary["first_version"]
         iu = wait_for(
@@ -246,6 +281,26 @@ def main(argv: list[str] | None = None) -> int:
                 final_version=md["activeVersion"], final_accuracy=accuracy, served_version=served
             )
             log(f"now serving version {served}; held-out accuracy {accuracy:.4f}")
+        if args.corrupt:
+            runs = len(iu["history"])
+            written = write_corrupted(root, count=4)
+            log(f"appended {len(written)} shard(s) with shuffled labels")
+            iu = wait_for(
+                "the update run on corrupted data",
+                lambda: (
+                    len((s := state_of(state, "IncrementalUpdate", "digits")).get("history", []))
+                    > runs
+                    and s
+                ),
+                args.timeout,
+                run,
+            )
+            record = iu["history"][-1]
+            accuracy, served = asyncio.run(served_accuracy(summary["url"], x, y))
+            summary.update(corrupt_update=record, corrupt_served_version=served)
+            summary["corrupt_served_accuracy"] = accuracy
+            log(f"update run {record['trainingJob']}: {record['decision']} ({record['reason']})")
+            log(f"still serving version {served}; held-out accuracy {accuracy:.4f}")
         if args.keep_serving:
             log("serving until Ctrl-C")
             run.wait()

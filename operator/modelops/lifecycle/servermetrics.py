@@ -3,8 +3,8 @@
 Pure: text in, numbers out. Counters are cumulative, so rates and the gate's
 per-step figures come from the difference of two samples (`window`); p95 comes
 from the latency histogram's bucket differences, as PromQL's histogram_quantile.
-Replicas are summed sample by sample, so a replica that restarts (counters back to
-zero) only loses its own window.
+Each replica is compared with its own earlier sample and the increases are summed,
+so replicas starting, stopping or restarting never look like traffic.
 """
 
 from __future__ import annotations
@@ -89,26 +89,6 @@ def parse_exposition(text: str, time: float) -> ServerSample:
     return sample
 
 
-def combine(samples: list[ServerSample], time: float) -> ServerSample:
-    """Replicas summed; accuracy and agreement averaged over the replicas reporting them."""
-    total = ServerSample(time=time)
-    accuracy: dict[str, list[float]] = defaultdict(list)
-    agreement: dict[str, list[float]] = defaultdict(list)
-    for sample in samples:
-        total.in_flight += sample.in_flight
-        total.queued += sample.queued
-        total.cpu_seconds += sample.cpu_seconds
-        for label, counters in sample.versions.items():
-            total.version(label).add(counters)
-        for label, value in sample.accuracy.items():
-            accuracy[label].append(value)
-        for label, value in sample.agreement.items():
-            agreement[label].append(value)
-    total.accuracy = {k: sum(v) / len(v) for k, v in accuracy.items() if v}
-    total.agreement = {k: sum(v) / len(v) for k, v in agreement.items() if v}
-    return total
-
-
 def quantile(q: float, buckets: dict[float, float]) -> float | None:
     """histogram_quantile over cumulative buckets; None without observations."""
     ordered = sorted(buckets.items())
@@ -128,12 +108,71 @@ def quantile(q: float, buckets: dict[float, float]) -> float | None:
 
 
 def _diff(after: float, before: float) -> float:
-    return after - before if after >= before else after  # a reset counts from zero
+    return after - before if after >= before else after  # a restart counts from zero
+
+
+def counts_between(before: ServerSample | None, after: ServerSample) -> Counts:
+    """What one replica did between two of its samples (all of it, for a new replica)."""
+    before = before or ServerSample(time=after.time)
+    counts = Counts(seconds=max(after.time - before.time, 0.0))
+    counts.cpu_seconds = _diff(after.cpu_seconds, before.cpu_seconds)
+    for label, now in after.versions.items():
+        then = before.versions.get(label, VersionCounters())
+        counts.versions[label] = VersionCounters(
+            requests=_diff(now.requests, then.requests),
+            errors=_diff(now.errors, then.errors),
+            buckets={le: _diff(c, then.buckets.get(le, 0.0)) for le, c in now.buckets.items()},
+            feedback_rows=_diff(now.feedback_rows, then.feedback_rows),
+            shadow_compared=_diff(now.shadow_compared, then.shadow_compared),
+            shadow_agreed=_diff(now.shadow_agreed, then.shadow_agreed),
+        )
+    return counts
+
+
+@dataclass
+class Counts:
+    """Counter increases over an interval, for one replica or summed over several."""
+
+    seconds: float = 0.0
+    versions: dict[str, VersionCounters] = field(default_factory=dict)
+    cpu_seconds: float = 0.0
+
+    def add(self, other: Counts) -> None:
+        self.seconds = max(self.seconds, other.seconds)
+        self.cpu_seconds += other.cpu_seconds
+        for label, counters in other.versions.items():
+            self.versions.setdefault(label, VersionCounters()).add(counters)
+
+
+@dataclass(frozen=True)
+class Gauges:
+    """Point-in-time values over the replicas: sums of load, means of quality."""
+
+    in_flight: float = 0.0
+    queued: float = 0.0
+    accuracy: dict[str, float] = field(default_factory=dict)
+    agreement: dict[str, float] = field(default_factory=dict)
+
+
+def gauges(samples: list[ServerSample]) -> Gauges:
+    accuracy: dict[str, list[float]] = defaultdict(list)
+    agreement: dict[str, list[float]] = defaultdict(list)
+    for sample in samples:
+        for label, value in sample.accuracy.items():
+            accuracy[label].append(value)
+        for label, value in sample.agreement.items():
+            agreement[label].append(value)
+    return Gauges(
+        in_flight=sum(s.in_flight for s in samples),
+        queued=sum(s.queued for s in samples),
+        accuracy={k: sum(v) / len(v) for k, v in accuracy.items()},
+        agreement={k: sum(v) / len(v) for k, v in agreement.items()},
+    )
 
 
 @dataclass(frozen=True)
 class Window:
-    """What happened between two samples."""
+    """Rates and gate metrics over an interval, summed over replicas."""
 
     seconds: float
     rps: float
@@ -143,33 +182,31 @@ class Window:
     cpu_cores: float
 
 
-def window(before: ServerSample, after: ServerSample) -> Window:
-    """Rates and gate metrics over the interval between two samples."""
-    seconds = max(after.time - before.time, 1e-9)
+def summarize(counts: Counts, current: Gauges) -> Window:
+    """Rates from counter increases; accuracy and agreement from the current gauges."""
+    seconds = max(counts.seconds, 1e-9)
     per_version: dict[str, VersionMetrics] = {}
     all_buckets: dict[float, float] = {}
     total_requests = total_errors = 0.0
-    for label, now in after.versions.items():
-        then = before.versions.get(label, VersionCounters())
-        requests = _diff(now.requests, then.requests)
-        errors = _diff(now.errors, then.errors)
-        buckets = {le: _diff(c, then.buckets.get(le, 0.0)) for le, c in now.buckets.items()}
-        for le, count in buckets.items():
+    for label, c in counts.versions.items():
+        for le, count in c.buckets.items():
             all_buckets[le] = all_buckets.get(le, 0.0) + count
-        compared = _diff(now.shadow_compared, then.shadow_compared)
-        agreed = _diff(now.shadow_agreed, then.shadow_agreed)
-        p95 = quantile(0.95, buckets)
+        p95 = quantile(0.95, c.buckets)
         per_version[label] = VersionMetrics(
-            requests=int(requests),
-            errors=int(errors),
+            requests=int(c.requests),
+            errors=int(c.errors),
             p95_ms=None if p95 is None else p95 * 1000,
-            accuracy=after.accuracy.get(label),
-            feedback_rows=int(_diff(now.feedback_rows, then.feedback_rows)),
-            compared=int(compared),
-            agreement=agreed / compared if compared else after.agreement.get(label),
+            accuracy=current.accuracy.get(label),
+            feedback_rows=int(c.feedback_rows),
+            compared=int(c.shadow_compared),
+            agreement=(
+                c.shadow_agreed / c.shadow_compared
+                if c.shadow_compared
+                else current.agreement.get(label)
+            ),
         )
-        total_requests += requests
-        total_errors += errors
+        total_requests += c.requests
+        total_errors += c.errors
     p95_all = quantile(0.95, all_buckets)
     return Window(
         seconds=seconds,
@@ -177,5 +214,17 @@ def window(before: ServerSample, after: ServerSample) -> Window:
         error_rate=total_errors / total_requests if total_requests else 0.0,
         p95_ms=None if p95_all is None else p95_all * 1000,
         per_version=per_version,
-        cpu_cores=_diff(after.cpu_seconds, before.cpu_seconds) / seconds,
+        cpu_cores=counts.cpu_seconds / seconds,
     )
+
+
+def window(before: dict[str, ServerSample], after: dict[str, ServerSample]) -> Window:
+    """The window between two scrapes of a set of replicas, keyed by replica.
+
+    Each replica is compared with its own earlier sample, so replicas coming and
+    going never show up as a burst or a drop of traffic.
+    """
+    total = Counts()
+    for replica, sample in after.items():
+        total.add(counts_between(before.get(replica), sample))
+    return summarize(total, gauges(list(after.values())))

@@ -38,12 +38,11 @@ from modelops.lifecycle.rollout import (
     plan_rollout,
     resolve_version,
 )
-from modelops.lifecycle.servermetrics import ServerSample, Window, combine, parse_exposition, window
+from modelops.lifecycle.servermetrics import ServerSample, Window, gauges, parse_exposition, window
 from modelops.local.balancer import Balancer
 from modelops.local.context import LocalContext, now
 
 KIND = "ModelDeployment"
-_HISTORY = 50
 
 
 def free_port(host: str) -> int:
@@ -83,6 +82,8 @@ class LocalServing:
         self.status = (
             ModelDeploymentStatus.model_validate(stored) if stored else ModelDeploymentStatus()
         )
+        # No replica survives a restart of local mode: start counting from zero.
+        self.status = self.status.model_copy(update={"replicas": 0, "ready_replicas": 0})
         # The servers start fresh: what they serve is re-established from the stable version.
         self.rollout = RolloutState(
             stable=self.status.active_version,
@@ -92,8 +93,8 @@ class LocalServing:
         initial = deployment.spec.replicas or autoscaling.min_replicas or 1
         self.desired = max(autoscaling.min_replicas, min(autoscaling.max_replicas, initial))
         self.history = autoscale.History.start(time.monotonic(), self.desired)
-        self.samples: list[ServerSample] = []
-        self.step_baseline: ServerSample | None = None
+        self.samples: dict[str, ServerSample] = {}  # the last scrape, by replica
+        self.step_baseline: dict[str, ServerSample] | None = None
         self.last_scrape = 0.0
         self.session: aiohttp.ClientSession | None = None
 
@@ -110,6 +111,7 @@ class LocalServing:
         return f"md/{self.name}"
 
     async def start(self) -> None:
+        self.save()
         await self.balancer.start()
         self.session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
 
@@ -183,18 +185,19 @@ class LocalServing:
 
     # --- metrics -------------------------------------------------------------------
 
-    async def _scrape(self) -> ServerSample | None:
+    async def _scrape(self) -> dict[str, ServerSample] | None:
+        """One sample per ready replica; None when none is ready."""
         assert self.session is not None
         ready = [r for r in self.replicas.values() if r.ready]
         if not ready:
             return None
-        texts = []
+        samples = {}
         for replica in ready:
             with contextlib.suppress(aiohttp.ClientError, TimeoutError):
                 async with self.session.get(replica.url + "/metrics") as response:
-                    texts.append(await response.text())
-        stamp = time.monotonic()
-        return combine([parse_exposition(text, stamp) for text in texts], stamp)
+                    text = await response.text()
+                samples[replica.name] = parse_exposition(text, time.monotonic())
+        return samples
 
     # --- rollout -------------------------------------------------------------------
 
@@ -223,7 +226,7 @@ class LocalServing:
         if changed or state.stable != before.stable:
             await self._admin("PUT", "/v2/admin/routing", routing)
 
-    def _gate_input(self, latest: ServerSample | None) -> GateInput | None:
+    def _gate_input(self, latest: dict[str, ServerSample] | None) -> GateInput | None:
         if latest is None or self.step_baseline is None or self.rollout.candidate is None:
             return None
         win = window(self.step_baseline, latest)
@@ -231,7 +234,7 @@ class LocalServing:
         candidate = win.per_version.get(str(self.rollout.candidate), VersionMetrics())
         return GateInput(candidate=candidate, stable=stable)
 
-    async def _roll(self, latest: ServerSample | None) -> Plan:
+    async def _roll(self, latest: dict[str, ServerSample] | None) -> Plan:
         promoted = self.ctx.state.promotions(self.model)
         available = await asyncio.to_thread(
             _available_versions, self.md.spec.model.store_uri, self.model
@@ -262,7 +265,7 @@ class LocalServing:
 
     # --- autoscaling ---------------------------------------------------------------
 
-    def _autoscale(self, win: Window | None, latest: ServerSample | None) -> None:
+    def _autoscale(self, win: Window | None, latest: dict[str, ServerSample] | None) -> None:
         config = self.md.spec.autoscaling
         if not config.enabled:
             self.desired = self.md.spec.replicas or self.desired
@@ -271,10 +274,11 @@ class LocalServing:
             return
         load = 0.0
         if win is not None and latest is not None:
+            now_gauges = gauges(list(latest.values()))
             load = {
                 "rps": win.rps,
-                "concurrency": latest.in_flight,
-                "queueDepth": latest.queued,
+                "concurrency": now_gauges.in_flight,
+                "queueDepth": now_gauges.queued,
                 "cpu": win.cpu_cores,
             }[config.metric.value]
         observed = autoscale.Observed(
@@ -305,18 +309,17 @@ class LocalServing:
 
     async def tick(self) -> None:
         await self._probe()
-        latest: ServerSample | None = None
+        latest: dict[str, ServerSample] | None = None
         win: Window | None = None
         interval = self.md.spec.autoscaling.interval_seconds
         if time.monotonic() - self.last_scrape >= interval:
             self.last_scrape = time.monotonic()
             latest = await self._scrape()
             if latest is not None:
-                previous = self.samples[-1] if self.samples else None
-                self.samples = [*self.samples, latest][-_HISTORY:]
-                if previous is not None:
-                    win = window(previous, latest)
-        plan = await self._roll(latest or (self.samples[-1] if self.samples else None))
+                if self.samples:
+                    win = window(self.samples, latest)
+                self.samples = latest
+        plan = await self._roll(latest or self.samples or None)
         if self.rollout.stable is not None:
             if latest is not None or not self.replicas:
                 self._autoscale(win, latest)
@@ -324,12 +327,15 @@ class LocalServing:
         self._update_status(plan, win, latest)
         self.save()
 
-    def _update_status(self, plan: Plan, win: Window | None, latest: ServerSample | None) -> None:
+    def _update_status(
+        self, plan: Plan, win: Window | None, latest: dict[str, ServerSample] | None
+    ) -> None:
         ready = sum(1 for r in self.replicas.values() if r.ready)
         state = self.rollout
         metrics = self.status.metrics
+        current = gauges(list(latest.values())) if latest else None
         if win is not None:
-            accuracy = latest.accuracy.get(str(state.stable)) if latest else None
+            accuracy = current.accuracy.get(str(state.stable)) if current else None
             metrics = LiveMetrics(
                 rps=round(win.rps, 2),
                 p95_ms=None if win.p95_ms is None else round(win.p95_ms, 2),
@@ -344,14 +350,14 @@ class LocalServing:
                 Promotion(version=state.stable, time=now(), reason=plan.message),
             ][-50:]
         shadow = self.status.shadow
-        if plan.shadow and latest is not None and state.candidate is not None:
+        if plan.shadow and current is not None and state.candidate is not None:
             gate = self._gate_input(latest)
             candidate = gate.candidate if gate else VersionMetrics()
             shadow = ShadowReport(
                 requests=candidate.compared,
-                agreement=latest.agreement.get(str(state.candidate)),
-                stable_accuracy=latest.accuracy.get(str(state.stable)),
-                candidate_accuracy=latest.accuracy.get(str(state.candidate)),
+                agreement=current.agreement.get(str(state.candidate)),
+                stable_accuracy=current.accuracy.get(str(state.stable)),
+                candidate_accuracy=current.accuracy.get(str(state.candidate)),
             )
         available = ready > 0 and ready >= min(self.desired, 1)
         progressing = state.candidate is not None or ready < self.desired
