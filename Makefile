@@ -47,6 +47,10 @@ test-cluster:  ## against the real control plane
 test-e2e:  ## end to end
 	$(PYTHON) -m pytest tests/e2e $(PYTEST_ARGS)
 
+quickstart:  ## install, then run the whole lifecycle locally (examples/quickstart)
+	$(PYTHON) -m pip install -q -e ".[operator,runtime]"
+	$(PYTHON) examples/quickstart/quickstart.py --corrupt
+
 bench:  ## every benchmark under bench/
 	for b in bench/*.py; do echo "== $$b"; $(PYTHON) $$b || exit 1; done
 
