@@ -198,6 +198,8 @@ def test_batch_prediction_job_uses_the_serving_version() -> None:
     assert arg(args, "--version") == "7"
     assert arg(args, "--input") == "file:///data/in"
     assert arg(args, "--output") == "file:///data/out"
+    assert arg(args, "--format") == "parquet"
+    assert arg(args, "--batch-size") == "1024"
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
     assert container(job)["securityContext"]["readOnlyRootFilesystem"] is True
     # A new version or dataset is a new Job; the same ones are the same Job.

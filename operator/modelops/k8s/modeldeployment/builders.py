@@ -352,6 +352,10 @@ def batch_args(ctx: ServingContext, version_label: str) -> list[str]:
         batch.input_uri,
         "--output",
         batch.output_uri,
+        "--format",
+        batch.format.value,
+        "--batch-size",
+        str(batch.batch_size),
     ]
 
 

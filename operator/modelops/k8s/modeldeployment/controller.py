@@ -20,6 +20,7 @@ start afresh, which errs on the side of not acting.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import time
@@ -68,6 +69,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SUMMARY_WINDOW = 60.0
+PROGRESS_FILE = "_progress.json"  # written by `modelops_runtime predict-batch`
 Post = Callable[[report.Note], None]
 
 
@@ -117,6 +119,19 @@ def _local_versions(store_uri: str, model: str) -> set[int] | None:
         and entry[1:].isdigit()
         and os.path.exists(os.path.join(root, entry, "model.json"))
     }
+
+
+def _local_progress(output_uri: str) -> dict[str, Any]:
+    """The batch job's `_progress.json` when the output is a file:// folder visible here."""
+    if not output_uri.startswith("file://"):
+        return {}
+    path = os.path.join(output_uri[len("file://") :], PROGRESS_FILE)
+    try:
+        with open(path, encoding="utf-8") as handle:
+            loaded = json.load(handle)
+    except (OSError, ValueError):
+        return {}
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def _metric_load(
@@ -438,13 +453,17 @@ class ServingLoop:
             except ApiError as error:
                 log.warning("%s/%s: batch job: %s", self.namespace, self.name, error)
             job = {"name": job_name}
+        progress = _local_progress(batch.output_uri)
+        if progress.get("version") != status.active_version:
+            progress = {}  # an earlier run's file
         status.batch_prediction = BatchPredictionStatus(
             phase=_job_phase(job),
             version=status.active_version,
             output_uri=batch.output_uri,
             job_name=job_name,
-            shards_done=int(job.get("shardsDone", 0)),
-            shards_total=int(job.get("shardsTotal", 0)),
+            shards_done=int(progress.get("shards_done", 0))
+            + int(progress.get("shards_skipped", 0)),
+            shards_total=int(progress.get("shards_total", 0)),
         )
 
     def _observe_deployment(self, status: ModelDeploymentStatus) -> None:
@@ -478,13 +497,11 @@ class ServingLoop:
 
     @staticmethod
     def _rolled_back(status: ModelDeploymentStatus) -> tuple[str, str] | None:
-        """Degraded while the newest rolled-back version is newer than what is served."""
+        """Degraded from a rollback until the next promotion."""
         if not status.rollbacks:
             return None
         last = status.rollbacks[-1]
-        if status.active_version is not None and status.active_version > last.version:
-            return None
-        if status.candidate_version is not None and status.candidate_version > last.version:
+        if status.promotions and status.promotions[-1].time >= last.time:
             return None
         return ("RolledBack", f"version {last.version} was rolled back: {last.reason}"[:1024])
 
