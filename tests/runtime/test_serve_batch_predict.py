@@ -1,0 +1,112 @@
+"""Batch prediction as a real process: killed part-way, rerun, it skips the finished
+shards (their files are not rewritten) and completes with correct predictions."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from modelops_runtime import artifacts
+from modelops_runtime.predictor import load_predictor
+
+from tests.runtime.serve_helpers import CLASSES, N_FEATURES, save_classifier
+
+pytestmark = pytest.mark.runtime
+
+SHARDS = 10
+ROWS = 2000
+
+
+def _dataset(folder: Path, fmt: str, shards: int, rows: int) -> dict[str, np.ndarray]:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    data = {}
+    for i in range(shards):
+        x = rng.random((rows, N_FEATURES), dtype=np.float32)
+        frame = pd.DataFrame(x, columns=[f"f{j}" for j in range(N_FEATURES)])
+        frame.insert(0, "id", np.arange(rows) + i * rows)
+        name = f"part-{i:04d}"
+        if fmt == "parquet":
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / f"{name}.parquet",
+                           row_group_size=500)
+        else:
+            frame.to_csv(folder / f"{name}.csv", index=False)
+        data[name] = x
+    return data
+
+
+def _command(store: str, source: Path, target: Path, fmt: str, batch: int) -> list[str]:
+    return [sys.executable, "-m", "modelops_runtime", "predict-batch", "--store", store, "--model", "m",
+            "--version", "1", "--input", f"file://{source}", "--output", f"file://{target}",
+            "--format", fmt, "--batch-size", str(batch), "--keep-columns", "id"]
+
+
+def _check_outputs(store: str, target: Path, data: dict[str, np.ndarray]) -> None:
+    predictor = load_predictor(artifacts.version_uri(store, "m", 1))
+    for name, x in data.items():
+        table = pq.read_table(target / f"{name}.parquet")
+        assert table.num_rows == len(x)
+        np.testing.assert_array_equal(table["row"].to_numpy(), np.arange(len(x)))
+        np.testing.assert_array_equal(table["prediction"].to_numpy(), predictor.predict(x))
+        assert table["label"].to_pylist() == [CLASSES[i] for i in predictor.predict(x)]
+        probabilities = np.stack(table["probabilities"].to_numpy(zero_copy_only=False))
+        np.testing.assert_allclose(probabilities, predictor.scores(x), rtol=1e-5, atol=1e-6)
+        assert table["id"].to_numpy()[0] == int(name[-4:]) * len(x)
+    assert not [p for p in target.iterdir() if ".tmp-" in p.name]
+
+
+def test_batch_prediction_resumes_after_a_kill(tmp_path: Path) -> None:
+    store = f"file://{tmp_path / 'store'}"
+    save_classifier(store, "m", 1, hidden=[512, 512])  # slow enough to be killed part-way
+    data = _dataset(tmp_path / "in", "parquet", SHARDS, ROWS)
+    target = tmp_path / "out"
+    command = _command(store, tmp_path / "in", target, "parquet", batch=100)
+    log = open(tmp_path / "first.log", "wb")  # noqa: SIM115 - closed below
+    first = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 120
+    done = 0
+    while done < 3 and first.poll() is None and time.monotonic() < deadline:
+        progress = target / "_progress.json"
+        if progress.exists():
+            with contextlib.suppress(ValueError, KeyError):  # mid-rename: read again
+                done = json.loads(progress.read_text())["shards_done"]
+        time.sleep(0.01)
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    log.close()
+    finished = {p.name: p.stat().st_mtime_ns for p in target.glob("part-*.parquet")}
+    assert 3 <= len(finished) < SHARDS, (len(finished), (tmp_path / "first.log").read_text()[-2000:])
+
+    second = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert second.returncode == 0, second.stderr[-3000:]
+    progress = json.loads((target / "_progress.json").read_text())
+    assert progress["phase"] == "Succeeded"
+    assert progress["shards_done"] == SHARDS
+    assert progress["shards_skipped"] == len(finished)
+    assert progress["rows"] == (SHARDS - len(finished)) * ROWS
+    for name, mtime in finished.items():  # the shards done before the kill were not rewritten
+        assert (target / name).stat().st_mtime_ns == mtime
+    assert second.stderr.count("already done, skipped") == len(finished)
+    _check_outputs(store, target, data)
+
+
+def test_batch_prediction_reads_csv(tmp_path: Path) -> None:
+    store = f"file://{tmp_path / 'store'}"
+    save_classifier(store, "m", 1)
+    data = _dataset(tmp_path / "in", "csv", 2, 700)
+    target = tmp_path / "out"
+    result = subprocess.run(_command(store, tmp_path / "in", target, "csv", batch=256),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    _check_outputs(store, target, data)
