@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 from modelops.api.deployment import BatchingSpec
 
-from modelops_runtime.serve.errors import InvalidInput
 from modelops_runtime.serve.registry import VersionSpec, parse_members
 
 _DEFAULTS = BatchingSpec()
@@ -96,9 +95,10 @@ def parse_config(argv: list[str]) -> ServeConfig:
 def stable_spec(config: ServeConfig, resolved: int | None) -> VersionSpec:
     """The first stable version: an ensemble of --members, or one stored version."""
     if config.members is not None and config.ensemble_method is not None:
-        label = None if config.version in ("latest", "") else config.version
-        if label is not None and label.isdigit():
-            raise InvalidInput("with --members, --version names the ensemble; use a non-numeric name")
-        return parse_members(config.members, config.ensemble_method, label)
+        # --version names the ensemble; a number or "latest" cannot (it would clash with a
+        # stored version's label), so the label is then the members joined: "1+2".
+        label = config.version
+        named = label not in ("latest", "") and not label.isdigit()
+        return parse_members(config.members, config.ensemble_method, label if named else None)
     assert resolved is not None
     return VersionSpec.single(resolved)
