@@ -36,13 +36,15 @@ class Scaling:
 
     def tensors(self) -> dict[str, torch.Tensor]:
         """The weights-file entries the predictor reads (`input.*`, `target.*`)."""
+        # Copies: a forecaster's input and target statistics are the same arrays, and
+        # safetensors refuses tensors that share memory.
         out = {
-            "input.mean": torch.from_numpy(np.asarray(self.input_mean, np.float32)),
-            "input.std": torch.from_numpy(np.asarray(self.input_std, np.float32)),
+            "input.mean": torch.tensor(self.input_mean, dtype=torch.float32),
+            "input.std": torch.tensor(self.input_std, dtype=torch.float32),
         }
         if self.target_mean is not None and self.target_std is not None:
-            out["target.mean"] = torch.from_numpy(np.asarray(self.target_mean, np.float32))
-            out["target.std"] = torch.from_numpy(np.asarray(self.target_std, np.float32))
+            out["target.mean"] = torch.tensor(self.target_mean, dtype=torch.float32)
+            out["target.std"] = torch.tensor(self.target_std, dtype=torch.float32)
         return out
 
     @classmethod

@@ -20,8 +20,7 @@ import yaml
 from modelops.api.training import TrainingJob
 from modelops.api.validation import parse_resource
 
-from modelops_runtime.train import job, progress
-from modelops_runtime.train.warmstart import NothingToTrain
+from modelops_runtime.train import progress
 
 
 def load_job(path: str) -> TrainingJob:
@@ -60,6 +59,10 @@ def main(argv: list[str]) -> int:
         return 2
     job_id = args.job_id or training_job.metadata.uid or f"{training_job.metadata.name}-{uuid.uuid4().hex[:8]}"
     progress_file = args.progress_file or str(Path(tempfile.mkdtemp(prefix="modelops-")) / "progress.json")
+    # Imported after validation: a bad manifest is reported without loading torch.
+    from modelops_runtime.train import job
+    from modelops_runtime.train.warmstart import NothingToTrain
+
     if not args.local:
         import ray
 

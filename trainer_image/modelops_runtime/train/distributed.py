@@ -9,7 +9,6 @@ driver (and the operator watching it) can read it.
 
 from __future__ import annotations
 
-import re
 import tempfile
 from typing import Any
 
@@ -21,20 +20,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from modelops_runtime.train import loop, progress
 from modelops_runtime.train.comm import Comm
-
-_SUFFIX = {
-    "": 1.0, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
-    "Ki": 2.0**10, "Mi": 2.0**20, "Gi": 2.0**30, "Ti": 2.0**40, "Pi": 2.0**50, "Ei": 2.0**60,
-}
-_QUANTITY = re.compile(r"^\+?([0-9.]+(?:[eE][-+]?[0-9]+)?)([a-zA-Z]*)$")
-
-
-def quantity(text: str) -> float:
-    """A Kubernetes quantity as a number: "500m" → 0.5, "2Gi" → 2147483648."""
-    match = _QUANTITY.match(text.strip())
-    if not match or match.group(2) not in _SUFFIX:
-        raise ValueError(f"not a quantity: {text!r}")
-    return float(match.group(1)) * _SUFFIX[match.group(2)]
+from modelops_runtime.train.resources import quantity
 
 
 def scaling_config(resources: WorkerResources) -> ScalingConfig:
@@ -46,10 +32,6 @@ def scaling_config(resources: WorkerResources) -> ScalingConfig:
     if resources.min_workers is not None or resources.max_workers is not None:
         workers = (resources.min_workers or resources.workers, resources.max_workers or resources.workers)
     return ScalingConfig(num_workers=workers, use_gpu=resources.gpus_per_worker > 0, resources_per_worker=per_worker)
-
-
-def threads_per_worker(resources: WorkerResources) -> int:
-    return max(1, int(quantity(resources.cpus_per_worker)))
 
 
 class ProgressCallback(UserCallback):  # type: ignore[misc]
@@ -93,13 +75,3 @@ def run(
         ),
     )
     trainer.fit()
-
-
-def run_local(cfg: loop.LoopConfig, progress_path: str | None) -> dict[str, Any]:
-    """The same loop in this process, one worker, no Ray: for tests, benchmarks and tiny jobs."""
-
-    def report(metrics: dict[str, Any]) -> None:
-        if progress_path:
-            progress.write(progress_path, progress.from_report(cfg.job_id, metrics))
-
-    return loop.run(cfg, Comm(), report)

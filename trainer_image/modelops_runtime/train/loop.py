@@ -27,7 +27,7 @@ from modelops_runtime.data.pipeline import (
     steps_per_epoch,
 )
 from modelops_runtime.models import build_model
-from modelops_runtime.train import checkpoint
+from modelops_runtime.train import checkpoint, progress
 from modelops_runtime.train.comm import Comm
 from modelops_runtime.train.losses import default_loss, make_loss
 from modelops_runtime.train.optim import learning_rate, make_optimizer
@@ -128,6 +128,8 @@ def _start(cfg: LoopConfig, comm: Comm) -> tuple[int, int | None]:
     return attempt, resume
 
 
+# Explicit: loading a predictor in the same process turns gradients off globally.
+@torch.enable_grad()
 def run(cfg: LoopConfig, comm: Comm, report: Report) -> dict[str, Any]:
     """Train to the configured epoch count (or early stop); returns the final loop state."""
     if cfg.threads:
@@ -236,3 +238,13 @@ def run(cfg: LoopConfig, comm: Comm, report: Report) -> dict[str, Any]:
         if state["stopped_early"]:
             break
     return state
+
+
+def run_in_process(cfg: LoopConfig, progress_path: str | None) -> dict[str, Any]:
+    """The loop in this process, one worker, no Ray: for tests, benchmarks and tiny jobs."""
+
+    def report(metrics: dict[str, Any]) -> None:
+        if progress_path:
+            progress.write(progress_path, progress.from_report(cfg.job_id, metrics))
+
+    return run(cfg, Comm(), report)

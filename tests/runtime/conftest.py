@@ -1,0 +1,45 @@
+"""Shared fixtures of the runtime tests: one Ray instance per session, example datasets."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[Any]:
+    """A local Ray with 2 CPUs, shared by every test that needs Ray."""
+    # Ray Train polls workers every 2 s and a report waits for the poll; test epochs take
+    # well under that. The preemption watcher is one more actor a laptop cluster never needs.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """scikit-learn's digits as 4 training shards and a holdout shard."""
+    from modelops_runtime.datasets import write_digits
+
+    root = tmp_path_factory.mktemp("digits")
+    write_digits(root, shards=4, holdout_fraction=0.2, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def series_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The synthetic sunspot-like series: 4 training shards, a holdout continuation."""
+    from modelops_runtime.datasets import write_sunspots
+
+    root = tmp_path_factory.mktemp("series")
+    write_sunspots(root / "train", shards=4, rows=3200, seed=0, holdout=root / "holdout", holdout_rows=800)
+    return root
