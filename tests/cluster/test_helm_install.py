@@ -273,3 +273,46 @@ def test_the_operator_runs_with_the_chart_rbac(release: Release, tmp_path: Path)
         assert not denied, "RBAC denials:\n" + "\n".join(sorted(set(denied)))
     finally:
         operator.stop()
+
+
+def _pods_of(release: Release, job: str, count: int) -> set[str] | None:
+    items = release.get("pods", "-n", release.workloads, "-l", f"modelops.dev/trainingjob={job}")
+    names = {p["metadata"]["name"] for p in items["items"]}
+    return names if len(names) >= count else None
+
+
+def test_two_replicas_one_active_then_failover(release: Release, tmp_path: Path) -> None:
+    """The chart's HA story: two operators on the same peering, one acts, the other takes
+    over when it stops (what two replicas of the Deployment do)."""
+    kubeconfig = _service_account_kubeconfig(release, tmp_path / "operator.kubeconfig")
+    env = {**_chart_env(release), "KUBECONFIG": str(kubeconfig)}
+    env = {k: v for k, v in env.items() if not k.startswith("MODELOPS_WEBHOOK")}
+    replicas = [
+        OperatorProcess(
+            release.cp,
+            name=f"helm-ha{i}-{release.token}",
+            webhook=False,
+            env=env,
+            extra_args=["--kubeconfig", str(kubeconfig), "--peering", RELEASE],
+        )
+        for i in range(2)
+    ]
+    manifest = yaml.safe_load((ROOT / "examples" / "digits" / "trainingjob.yaml").read_text())
+    ns = release.workloads
+    try:
+        for replica in replicas:
+            replica.start()
+        for job in ("ha-first", "ha-second"):
+            if job == "ha-second":
+                paused = [r for r in replicas if "Pausing operations" in r.log_tail(4000)]
+                assert len(paused) == 1, "exactly one replica must stand by"
+                active = next(r for r in replicas if r not in paused)
+                active.stop()
+            manifest["metadata"]["name"] = job
+            release.kubectl("apply", "-n", ns, "-f", "-", input=json.dumps(manifest))
+            wait_for(f"the pods of {job}", lambda job=job: _pods_of(release, job, 3), timeout=120)
+        for job in ("ha-first", "ha-second"):
+            release.kubectl("delete", "trainingjob", job, "-n", ns, "--timeout=60s")
+    finally:
+        for replica in replicas:
+            replica.stop()

@@ -13,6 +13,7 @@ rules and dashboard queries parse (promtool) and use metrics the code exports.
 
 from __future__ import annotations
 
+import ast
 import base64
 import functools
 import importlib.util
@@ -159,8 +160,17 @@ def _render_text(variant: str, home: Path) -> str:
     return proc.stdout
 
 
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@functools.cache
+def _render_docs(variant: str, home: Path) -> tuple[Manifest, ...]:
+    return tuple(d for d in yaml.load_all(_render_text(variant, home), Loader=_LOADER) if d)
+
+
 def render(variant: str, home: Path) -> list[Manifest]:
-    docs = [d for d in yaml.safe_load_all(_render_text(variant, home)) if d]
+    """The rendered objects (shared between tests: read them, do not change them)."""
+    docs = list(_render_docs(variant, home))
     assert docs, f"{variant}: nothing rendered"
     return docs
 
@@ -645,25 +655,46 @@ def _promtool() -> str:
     return path
 
 
-def _exported_metric_names() -> set[str]:
-    """Every series name the operator and the inference server can export."""
-    from modelops.k8s.metrics import OperatorMetrics
-    from modelops_runtime.serve.metrics import LiveState, ServeMetrics
-    from prometheus_client import CollectorRegistry
+METRIC_MODULES = (
+    ROOT / "operator" / "modelops" / "k8s" / "metrics.py",
+    ROOT / "trainer_image" / "modelops_runtime" / "serve" / "metrics.py",
+)
+_SUFFIXES = {
+    "Counter": ("_total", "_created"),
+    "CounterMetricFamily": ("_total",),
+    "Histogram": ("_bucket", "_sum", "_count", "_created"),
+    "Summary": ("_sum", "_count", "_created"),
+}
 
-    registry = CollectorRegistry()
-    OperatorMetrics(registry)
-    serve = ServeMetrics("m")
-    serve.attach_live(lambda: LiveState())
+
+def _exported_metric_names() -> set[str]:
+    """Every series name the operator and the inference server can export.
+
+    Read from the metric definitions in the source (a metric is declared as a call of
+    Counter/Histogram/Gauge/... with its name first), so the check needs neither torch
+    nor a running server; the process collector adds the process_* series.
+    """
+    from prometheus_client import CollectorRegistry, ProcessCollector
+
     names = {"up"}
-    for reg in (registry, serve.registry):
-        for family in reg.collect():
-            suffixes = {
-                "counter": ("_total", "_created"),
-                "histogram": ("_bucket", "_sum", "_count", "_created"),
-                "summary": ("_sum", "_count", "_created"),
-            }.get(family.type, ("",))
-            names |= {family.name + suffix for suffix in suffixes}
+    for path in METRIC_MODULES:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if not isinstance(node, ast.Call) or not node.args:
+                continue
+            first = node.args[0]
+            if not (isinstance(first, ast.Constant) and isinstance(first.value, str)):
+                continue
+            if not re.fullmatch(r"modelops_[a-z_]+", first.value):
+                continue
+            func = node.func
+            called = func.id if isinstance(func, ast.Name) else getattr(func, "attr", "")
+            name = first.value.removesuffix("_total")
+            names |= {name + suffix for suffix in _SUFFIXES.get(called, ("",))}
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    for family in registry.collect():
+        suffix = "_total" if family.type == "counter" else ""
+        names.add(family.name + suffix)
     return names
 
 
