@@ -825,3 +825,38 @@ def test_dashboard_queries_parse_and_use_exported_metrics(tmp_path: Path) -> Non
         [_promtool(), "check", "rules", str(path)], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_operations_doc_lists_every_metric_and_alert(helm_home: Path) -> None:
+    text = (ROOT / "docs" / "operations.md").read_text()
+    for name in sorted(_exported_metric_names()):
+        if not name.startswith("modelops_") or name.endswith(("_created", "_sum", "_count")):
+            continue
+        base = name.removesuffix("_bucket")
+        assert f"`{base}`" in text or f"`{base}`," in text, f"docs/operations.md misses {base}"
+    rules = one(render("everything-cluster-wide-cert-manager", helm_home), "PrometheusRule")
+    for group in rules["spec"]["groups"]:
+        for rule in group["rules"]:
+            assert f"`{rule['alert']}`" in text, f"docs/operations.md misses {rule['alert']}"
+
+
+def test_docs_name_what_the_chart_renders(helm_home: Path) -> None:
+    """The object names docs/gitops.md and docs/troubleshooting.md tell users to look for."""
+    docs = render("defaults", helm_home)
+    gitops = (ROOT / "docs" / "gitops.md").read_text()
+    blocks = [
+        d for b in re.findall(r"```yaml\n(.*?)```", gitops, re.S) for d in yaml.safe_load_all(b)
+    ]
+    ignored = [
+        item
+        for block in blocks
+        if isinstance(block, dict)
+        for item in block.get("ignoreDifferences", [])
+        if item.get("name")
+    ]
+    assert ignored
+    for item in ignored:
+        one(docs, item["kind"], item["name"])
+    assert re.search(r"webhook\.certManager\.enabled: true", gitops)
+    assert "clusterkopfpeering <release>" in (ROOT / "docs" / "troubleshooting.md").read_text()
+    one(docs, "ClusterKopfPeering", RELEASE)
