@@ -44,6 +44,8 @@ def _trace(member: SingleModel, input_shape: list[int]) -> Scorer:
     examples = [
         rng.normal(size=[rows, *input_shape[1:]]).astype(np.float32) for rows in (5, 1)
     ]
+    for parameter in member.network.parameters():
+        parameter.requires_grad_(False)  # traced as constants; a served network is never trained
     try:
         with warnings.catch_warnings(), torch.inference_mode():
             warnings.simplefilter("ignore")
@@ -53,7 +55,8 @@ def _trace(member: SingleModel, input_shape: list[int]) -> Scorer:
             if not np.allclose(traced.scores(example), member.scores(example), rtol=1e-4, atol=1e-6):
                 raise ValueError("traced outputs differ from eager outputs")
     except Exception as error:  # tracing is an optimisation: fall back, never fail the load
-        log.warning("serving version %s eagerly: %s", member.card.version, error)
+        reason = (str(error).splitlines() or [type(error).__name__])[0][:200]
+        log.warning("serving version %s eagerly: %s", member.card.version, reason)
         return member
     return traced
 
