@@ -7,12 +7,16 @@ servers, run against real `serve` processes.
 from __future__ import annotations
 
 import asyncio
+import json
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 
 import aiohttp
+import httpx
 import pytest
-from modelops.k8s.modeldeployment.metrics_source import Endpoint, scrape
+from modelops.k8s.modeldeployment.metrics_source import Endpoint, query_prometheus, scrape
 from modelops.k8s.modeldeployment.routing import Split, apply_split
 from modelops.k8s.modeldeployment.samples import Reading, Totals
 
@@ -25,7 +29,8 @@ from tests.cluster.modeldeployment_helpers import (
     servers,
     truth,
 )
-from tests.runtime.serve_helpers import ServerProcess
+from tests.cluster.operator_fixture import wait_for
+from tests.runtime.serve_helpers import ServerProcess, free_port
 
 pytestmark = pytest.mark.runtime
 
@@ -115,3 +120,76 @@ def test_shadow_comparisons_are_counted(live: list[ServerProcess]) -> None:
     assert shadow.agreement is not None and shadow.agreement < 0.9  # a different network
     assert load.versions["3"] == 0
     asyncio.run(_split(live, Split("1")))
+
+
+@pytest.fixture(scope="module")
+def prometheus(
+    live: list[ServerProcess], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[str]:
+    """A real Prometheus (Debian's package) scraping the servers every second."""
+    root = tmp_path_factory.mktemp("prometheus")
+    targets = [f"127.0.0.1:{s.port}" for s in live]
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "scrape_configs": [
+            {
+                "job_name": "serving",
+                "static_configs": [{"targets": targets, "labels": {"namespace": "ml"}}],
+            }
+        ],
+    }
+    (root / "prometheus.yml").write_text(json.dumps(config))
+    port = free_port()
+    log = (root / "prometheus.log").open("wb")
+    process = subprocess.Popen(
+        [
+            shutil.which("prometheus") or "prometheus",
+            f"--config.file={root / 'prometheus.yml'}",
+            f"--storage.tsdb.path={root / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for("prometheus ready", lambda: _ready(f"{url}/-/ready"), timeout=60)
+        yield url
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+        log.close()
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def _query(url: str) -> dict[str, Reading]:
+    async with aiohttp.ClientSession() as session:
+        return await query_prometheus(session, url, MODEL, 'namespace="ml"')
+
+
+def test_prometheus_source_reads_the_same_series(
+    live: list[ServerProcess], prometheus: str
+) -> None:
+    asyncio.run(_split(live, Split("1")))
+    totals = Totals()
+    with Load([s.url for s in live], input_rows()) as load:
+        load.set_rate(40)
+        wait_for(
+            "both servers in Prometheus",
+            lambda: len(asyncio.run(_query(prometheus))) == 2,
+            timeout=60,
+        )
+        first = totals.add(time.time(), asyncio.run(_query(prometheus)))
+        time.sleep(5)
+        last = totals.add(time.time(), asyncio.run(_query(prometheus)))
+    assert totals.endpoints == 2
+    rate = last.since(first).requests / (last.time - first.time)
+    assert 20 < rate < 60, rate
+    assert set(last.versions) >= {"1"}
+    assert totals.gauges.in_flight >= 0

@@ -307,7 +307,8 @@ def _judge(
         pause, last = float(rollout.steps[step].pause_seconds), step + 1 >= len(rollout.steps)
         where = f"step {step + 1}/{len(rollout.steps)} at {weight}%"
     if elapsed < pause:
-        return serve(state, Action.WAIT, f"{where}: {elapsed:.0f}/{pause:.0f}s, {verdict.reason}")
+        # No elapsed seconds in the message: it would rewrite the status on every pass.
+        return serve(state, Action.WAIT, f"{where}: watching for {pause:.0f}s; {verdict.reason}")
     if verdict.outcome == Outcome.PENDING:
         return serve(state, Action.WAIT, f"{where}: waiting for {verdict.reason}")
     if not last:
