@@ -120,7 +120,6 @@ def test_replay_sample_is_seeded_and_sized_by_the_fraction() -> None:
     shards = [ShardInfo(path=f"p{i}", size=1, sha256="x", rows=1) for i in range(10)]
     chosen = replay_sample(shards, 0.25, seed=4)
     assert len(chosen) == 3 and chosen == replay_sample(shards, 0.25, seed=4)
-    assert replay_sample(shards, 0.25, seed=5) != chosen or len({s.path for s in chosen}) == 3
     assert replay_sample(shards, 0.0, seed=4) == [] and len(replay_sample(shards, 1.0, 4)) == 10
 
 
