@@ -8,26 +8,15 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from modelops import crdgen
-from modelops.api.validation import validate_text
+from modelops.api.validation import manifest_files, validate_text
 
 DEFAULT_CRD_DIRS = ("crds", "charts/modelops/crds")
-
-
-def _manifest_files(paths: Sequence[str]) -> list[Path]:
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml"))
-        else:
-            files.append(path)
-    return files
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Print one line per problem, `file: field.path: message`; exit 1 when any."""
     failed = False
-    files = _manifest_files(args.files)
+    files = manifest_files(args.files)
     if not files:
         print("modelops validate: no manifest files given", file=sys.stderr)
         return 2

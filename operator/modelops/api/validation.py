@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -85,6 +86,18 @@ def validate_spec(kind: str, spec: Any) -> list[Problem]:
     except ValidationError as error:
         return problems_from_error(error, ("spec",))
     return []
+
+
+def manifest_files(paths: Sequence[str]) -> list[Path]:
+    """The YAML files named, with folders expanded recursively in path order."""
+    files: list[Path] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            files += sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml"))
+        else:
+            files.append(path)
+    return files
 
 
 def iter_documents(text: str) -> Iterator[Any]:

@@ -24,7 +24,7 @@ from rich.live import Live
 from modelops.api.deployment import ModelDeployment
 from modelops.api.training import TrainingJob, TrainingPhase
 from modelops.api.update import IncrementalUpdate
-from modelops.api.validation import iter_documents, parse_resource
+from modelops.api.validation import iter_documents, manifest_files, parse_resource
 from modelops.local import view
 from modelops.local.context import LocalContext, rewrite_root
 from modelops.local.processes import Supervisor, stop_leftovers
@@ -39,17 +39,6 @@ class ManifestError(ValueError):
 
 class Controller(Protocol):
     async def tick(self) -> None: ...
-
-
-def manifest_files(paths: Sequence[str]) -> list[Path]:
-    files: list[Path] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            files += sorted(p for p in path.rglob("*") if p.suffix in (".yaml", ".yml"))
-        else:
-            files.append(path)
-    return files
 
 
 def load_resources(paths: Sequence[str], root: Path) -> list[BaseModel]:
