@@ -80,6 +80,7 @@ class Balancer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
+        self.port = int(self._runner.addresses[0][1])  # the one picked, when asked for 0
 
     async def stop(self) -> None:
         if self._runner is not None:
