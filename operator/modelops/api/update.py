@@ -147,6 +147,18 @@ class CurrentRun(ApiModel):
     training_job: str = Field(max_length=253, description="Child TrainingJob.")
     started_at: datetime = Field(description="When it started.")
     delta: DataDelta = Field(default_factory=DataDelta, description="Delta it trains on.")
+    base_version: int | None = Field(
+        default=None, ge=1, description="Serving version it warm-starts from and is compared with."
+    )
+    snapshot_digest: str | None = Field(
+        default=None, max_length=128, description="Digest of the listing it started on."
+    )
+    candidate_version: int | None = Field(
+        default=None, ge=1, description="Version the child TrainingJob produced."
+    )
+    evaluation_job: str | None = Field(
+        default=None, max_length=63, description="Job evaluating candidate and serving version."
+    )
 
 
 class RunRecord(ApiModel):
@@ -155,8 +167,14 @@ class RunRecord(ApiModel):
     training_job: str = Field(max_length=253, description="Child TrainingJob.")
     version: int | None = Field(default=None, ge=1, description="Candidate version.")
     delta: DataDelta = Field(default_factory=DataDelta, description="Delta trained on.")
+    current_version: int | None = Field(
+        default=None, ge=1, description="Serving version it was compared with."
+    )
     candidate_metric: float | None = Field(default=None, description="Candidate's metric.")
     current_metric: float | None = Field(default=None, description="Serving version's metric.")
+    snapshot_digest: str | None = Field(
+        default=None, max_length=128, description="Digest of the listing it ran on."
+    )
     decision: Literal["Promoted", "Rejected", "Failed"] = Field(description="Outcome.")
     reason: str = Field(max_length=2048, description="Why.")
     finished_at: datetime = Field(description="When it ended.")
@@ -168,8 +186,19 @@ class IncrementalUpdateStatus(ApiModel):
     phase: UpdatePhase = Field(default=UpdatePhase.IDLE, description="Phase.")
     conditions: list[Condition] = Field(default_factory=list, description="Current conditions.")
     observed_generation: int | None = Field(default=None, ge=0, description="Spec generation.")
+    model_name: str | None = Field(
+        default=None, max_length=63, description="Model of the referenced TrainingJob."
+    )
     promoted_version: int | None = Field(
         default=None, ge=1, description="Version promoted most recently."
+    )
+    promoted_versions: list[int] = Field(
+        default_factory=list,
+        max_length=100,
+        description="Versions this update promoted, oldest first (the newest historyLimit).",
+    )
+    runs: int = Field(
+        default=0, ge=0, description="Update runs started; the next one is numbered runs + 1."
     )
     last_snapshot: SnapshotSummary | None = Field(default=None, description="Last listing.")
     pending_delta: DataDelta = Field(

@@ -26,6 +26,7 @@ from modelops.k8s.trainingjob.reconcile import TrainingSettings
 HANDLER_MODULES: list[str] = [
     "modelops.k8s.trainingjob.handlers",
     "modelops.k8s.modeldeployment.handlers",
+    "modelops.k8s.incrementalupdate.handlers",
 ]
 WEBHOOK_MODULE = "modelops.k8s.webhook"
 

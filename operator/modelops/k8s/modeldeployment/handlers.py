@@ -1,8 +1,8 @@
 """Kopf handlers of ModelDeployments: wiring only; the work is in controller.py.
 
 Indexes keep what the loops read (server pods, the Deployment, batch Jobs, the
-versions Succeeded TrainingJobs produced) in memory, updated by watches, so a pass
-costs API calls only for what it writes.
+versions Succeeded TrainingJobs produced, the versions IncrementalUpdates promoted) in
+memory, updated by watches, so a pass costs API calls only for what it writes.
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ from modelops.k8s.modeldeployment.controller import ServingLoop, Shared, Views
 from modelops.k8s.modeldeployment.status import Note
 
 Key = tuple[str, str]  # (namespace, ModelDeployment label value)
+# TrainingJobs an IncrementalUpdate runs carry this label: their gate, not their success,
+# promotes them (see incrementalupdate/reconcile.py).
+UPDATE_RUN_LABEL = f"{names.DOMAIN}/update"
 ERROR_PAUSE_SECONDS = 5.0
 
 
@@ -119,14 +122,33 @@ def modeldeployment_jobs(
 
 @kopf.index(GROUP, VERSION, "trainingjobs")
 def trained_model_versions(
-    namespace: str | None, spec: kopf.Spec, status: kopf.Status, **_: Any
+    namespace: str | None, labels: kopf.Labels, spec: kopf.Spec, status: kopf.Status, **_: Any
 ) -> dict[Key, int] | None:
-    """(namespace, model) → versions of Succeeded TrainingJobs: promoted by their own gate."""
+    """(namespace, model) → versions of Succeeded TrainingJobs: promoted by their own gate.
+
+    An update run's version is not: its IncrementalUpdate promotes it, or not.
+    """
+    if UPDATE_RUN_LABEL in labels:
+        return None
     produced = status.get("modelVersion") or {}
     model = (spec.get("output") or {}).get("modelName")
     if status.get("phase") != "Succeeded" or not model or not produced.get("version"):
         return None
     return {(namespace or "", str(model)): int(produced["version"])}
+
+
+@kopf.index(GROUP, VERSION, "incrementalupdates")
+def updated_model_versions(
+    namespace: str | None, status: kopf.Status, **_: Any
+) -> dict[Key, list[int]] | None:
+    """(namespace, model) → versions an IncrementalUpdate's evaluation gate promoted."""
+    model = status.get("modelName")
+    versions = {int(v) for v in status.get("promotedVersions") or ()}
+    if status.get("promotedVersion"):
+        versions.add(int(status["promotedVersion"]))
+    if not model or not versions:
+        return None
+    return {(namespace or "", str(model)): sorted(versions)}
 
 
 @kopf.on.event(GROUP, VERSION, names.PLURAL)
@@ -164,6 +186,7 @@ async def modeldeployment_loop(
     deployments: kopf.Index[Key, dict[str, Any]] = kwargs["modeldeployment_deployments"]
     jobs: kopf.Index[Key, dict[str, Any]] = kwargs["modeldeployment_jobs"]
     trained: kopf.Index[Key, int] = kwargs["trained_model_versions"]
+    updated: kopf.Index[Key, list[int]] = kwargs["updated_model_versions"]
 
     def list_of(index: kopf.Index[Key, dict[str, Any]]) -> Sequence[Mapping[str, Any]]:
         return list(index.get(key, ()))
@@ -172,7 +195,10 @@ async def modeldeployment_loop(
         pods=lambda: list_of(pods),
         deployment=lambda: _first(deployments.get(key)),
         jobs=lambda: list_of(jobs),
-        trained=lambda model: set(trained.get((namespace, model), ())),
+        trained=lambda model: (
+            set(trained.get((namespace, model), ()))
+            | {v for versions in updated.get((namespace, model), ()) for v in versions}
+        ),
     )
 
     def post(note: Note) -> None:
