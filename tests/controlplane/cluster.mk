@@ -1,0 +1,31 @@
+# Control-plane targets; included by the top-level Makefile (`include tests/controlplane/cluster.mk`).
+#
+#   make cluster-build   build or reuse the pinned etcd/kube-*/kubectl/kwok/helm binaries
+#   make cluster-up      start a detached control plane; prints the kubeconfig path
+#   make cluster-env     print `export KUBECONFIG=... PATH=...` for the running control plane
+#   make cluster-status  print PIDs, dirs, liveness and RSS of the running control plane
+#   make cluster-down    stop what cluster-up started and remove its temp dirs
+#   make cluster-test    run the control-plane tests (starts their own control plane)
+
+PYTHON ?= python3
+CONTROLPLANE := $(PYTHON) tests/controlplane/cluster.py
+
+.PHONY: cluster-build cluster-up cluster-down cluster-env cluster-status cluster-test
+
+cluster-build:
+	$(CONTROLPLANE) build
+
+cluster-up:
+	@$(CONTROLPLANE) up
+
+cluster-down:
+	@$(CONTROLPLANE) down
+
+cluster-env:
+	@$(CONTROLPLANE) env
+
+cluster-status:
+	@$(CONTROLPLANE) status
+
+cluster-test:
+	$(PYTHON) -m pytest -m cluster tests/cluster
