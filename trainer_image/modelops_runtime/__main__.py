@@ -12,6 +12,7 @@ import sys
 COMMANDS: dict[str, str] = {
     "train": "modelops_runtime.train.cli:main",
     "evaluate": "modelops_runtime.evaluate:main",
+    "compare": "modelops_runtime.compare:main",
     "datasets": "modelops_runtime.datasets:main",
     "serve": "modelops_runtime.serve.cli:main",
     "predict-batch": "modelops_runtime.batch_predict:main",
