@@ -77,7 +77,11 @@ class Release:
         self.kubectl("apply", "-f", "-", input=json.dumps(body))
 
     def can(self, verb: str, resource: str, namespace: str | None = None) -> bool:
+        """`kubectl auth can-i` as the operator; `resource` may be `plural[.group][/sub]`."""
+        resource, _, subresource = resource.partition("/")
         args = ["auth", "can-i", verb, resource, "--as", SERVICE_ACCOUNT]
+        if subresource:
+            args.append(f"--subresource={subresource}")
         args += ["-n", namespace] if namespace else ["--all-namespaces"]
         result = self.kubectl(*args, check=False)
         assert result.stdout.strip() in ("yes", "no"), result.stdout + result.stderr
