@@ -9,10 +9,12 @@
 --   no status yet, or status.observedGeneration < metadata.generation   -> Progressing
 --   TrainingJob      Pending/Provisioning/Running -> Progressing, Succeeded -> Healthy,
 --                    Failed -> Degraded
---   ModelDeployment  Available -> Healthy (Progressing while a rollout is in flight),
---                    Pending/Progressing -> Progressing, Degraded/Failed -> Degraded
---   IncrementalUpdate spec.suspend -> Suspended, Idle -> Healthy (Degraded when the last
---                    run failed), Training/Evaluating -> Progressing, Failed -> Degraded
+--   ModelDeployment  Available -> Healthy (also scaled to zero; Progressing while a
+--                    rollout is in flight), Pending/Progressing -> Progressing,
+--                    Degraded/Failed or Available=False -> Degraded
+--   IncrementalUpdate spec.suspend -> Suspended, Idle -> Healthy (Progressing while it
+--                    waits for a first promoted version; Degraded when Ready=False or the
+--                    last run failed), Training/Evaluating -> Progressing, Failed -> Degraded
 --   any kind         a condition Degraded=True or Failed=True -> Degraded
 
 local function condition(status, kind)
@@ -113,6 +115,9 @@ local function model_deployment(status)
       " (" .. replicas .. ")")
   end
   if phase == "Available" then
+    if is_false(available) and available.reason == "ScaledToZero" then
+      return result("Healthy", "Scaled to zero; the first request wakes it")
+    end
     if is_false(available) then
       return result("Degraded", explain(available, "Not available"))
     end
@@ -146,6 +151,13 @@ local function incremental_update(spec, status)
     return result("Progressing", text)
   end
   if phase == "Idle" then
+    local ready = condition(status, "Ready")
+    if is_false(ready) and ready.reason == "WaitingForBaseline" then
+      return result("Progressing", explain(ready, "Waiting for a promoted version"))
+    end
+    if is_false(ready) then
+      return result("Degraded", explain(ready, "Not ready"))
+    end
     if status.lastResult == "Failed" then
       local history = status.history
       local reason = "see status.history"

@@ -345,6 +345,21 @@ CASES: dict[str, tuple[dict[str, Any], str, str]] = {
         "Degraded",
         "0 of 2 ready",
     ),
+    "md-scaled-to-zero": (
+        model_deployment(
+            md_status(
+                phase="Available",
+                active_version=4,
+                desired_replicas=0,
+                conditions=[
+                    _cond("Available", False, "ScaledToZero", "no replica runs"),
+                    _cond("Progressing", False, "Complete", "serving version 4"),
+                ],
+            )
+        ),
+        "Healthy",
+        "Scaled to zero",
+    ),
     "md-stale-generation": (
         model_deployment(md_status(phase="Available", active_version=4), generation=3),
         "Progressing",
@@ -364,6 +379,41 @@ CASES: dict[str, tuple[dict[str, Any], str, str]] = {
         incremental_update(iu_status(phase="Idle", promoted_version=4, last_result="Rejected")),
         "Healthy",
         "promoted version 4",
+    ),
+    "iu-waiting-for-baseline": (
+        incremental_update(
+            iu_status(
+                phase="Idle",
+                conditions=[
+                    _cond("Ready", False, "WaitingForBaseline", "no promoted version of digits yet")
+                ],
+            )
+        ),
+        "Progressing",
+        "no promoted version of digits yet",
+    ),
+    "iu-data-unavailable": (
+        incremental_update(
+            iu_status(
+                phase="Idle",
+                promoted_version=4,
+                conditions=[_cond("Ready", False, "DataUnavailable", "cannot list the dataset")],
+            )
+        ),
+        "Degraded",
+        "cannot list the dataset",
+    ),
+    "iu-run-failed-degraded-condition": (
+        incremental_update(
+            iu_status(
+                phase="Idle",
+                promoted_version=4,
+                last_result="Failed",
+                conditions=[_cond("Degraded", True, "SchemaChanged", "column f64 is new")],
+            )
+        ),
+        "Degraded",
+        "column f64 is new",
     ),
     "iu-training": (
         incremental_update(
