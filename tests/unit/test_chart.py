@@ -94,6 +94,7 @@ EVERYTHING_ON: dict[str, Any] = {
     "imagePullSecrets": [{"name": "registry"}],
     "replicaCount": 3,
     "store": {"uri": "s3://models/modelops", "persistentVolumeClaim": "modelops-store"},
+    "adminToken": {"existingSecret": "modelops-admin-token"},
     "extraEnv": [{"name": "AWS_REGION", "value": "eu-west-1"}],
     "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/x"}},
     "podDisruptionBudget": {"minAvailable": 2},
@@ -299,9 +300,20 @@ def test_every_object_is_labelled_and_namespaced(helm_home: Path, variant: str) 
             assert meta.get("namespace"), f"{doc['kind']} {meta['name']} has no namespace"
 
 
+def _operator_env_names() -> set[str]:
+    """MODELOPS_* names the operator reads: its config, and modules that read os.environ
+    (pure builders, which only write env entries for pods, do not count)."""
+    names = set(re.findall(r'"(MODELOPS_[A-Z_]+)"', CONFIG_PY.read_text()))
+    for path in (ROOT / "operator" / "modelops" / "k8s").rglob("*.py"):
+        text = path.read_text()
+        if "os.environ" in text and path.name != "driver.py":  # driver.py runs in the pods
+            names |= set(re.findall(r'"(MODELOPS_[A-Z_]+)"', text))
+    return names
+
+
 def test_the_env_is_what_the_operator_reads(helm_home: Path, variant: str) -> None:
-    """Every MODELOPS_* variable the chart sets is one OperatorConfig.from_env reads."""
-    read = set(re.findall(r'"(MODELOPS_[A-Z_]+)"', CONFIG_PY.read_text()))
+    """Every MODELOPS_* variable the chart sets is one the operator reads."""
+    read = _operator_env_names()
     assert read, "no MODELOPS_* names found in the operator's config"
     env = operator_env(render(variant, helm_home))
     chart_env = {name for name in env if name.startswith("MODELOPS_")}
@@ -328,6 +340,9 @@ def test_everything_on(helm_home: Path) -> None:
     assert env["MODELOPS_WORKLOAD_IMAGE"] == "ghcr.io/modelops/modelops-runtime:0.1.0-gpu"
     assert env["MODELOPS_STORE_PVC"] == "modelops-store"
     assert env["AWS_REGION"] == "eu-west-1"
+    assert env["MODELOPS_ADMIN_TOKEN"] == {
+        "secretKeyRef": {"name": "modelops-admin-token", "key": "token"}
+    }
     dashboard = one(docs, "ConfigMap", f"{RELEASE}-dashboard")
     assert dashboard["metadata"]["namespace"] == "monitoring"
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
