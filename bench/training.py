@@ -195,6 +195,10 @@ def main() -> int:
             import ray
 
             os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+            # Ray runs its workers at nice 15 so its control processes stay responsive. In a
+            # pod the workers have the CPUs to themselves; on a machine shared with other
+            # jobs, nice 15 would measure the kernel's scheduler rather than the runtime.
+            os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(num_cpus=max(counts), include_dashboard=False, log_to_driver=False)
             for workers in counts:
                 ray_run = modelops_run(data, work / "store", args.epochs, workers, use_ray=True)

@@ -222,12 +222,13 @@ def survey(plan: DataPlan, log: ReadLog | None = None) -> Survey:
                 continue
             train = ~split.hashed_validation(plan.seed, shard.path, index, plan.validation_split)
             inputs.update(np.stack([np.asarray(chunk[f], np.float64)[train] for f in plan.features], axis=1))
-            label = chunk[str(plan.label)][train]
+            label = chunk[str(plan.label)]
             rows_seen += int(train.sum())
             if plan.task == Task.CLASSIFICATION:
+                # Classes from every row: a label seen only in validation still needs an output.
                 labels.update(label_key(v) for v in np.unique(label))
             else:
-                targets.update(np.asarray(label, np.float64))
+                targets.update(np.asarray(label[train], np.float64))
     mean, std = inputs.result()
     if plan.sequence is not None:
         scaling = Scaling(mean, std, mean, std)

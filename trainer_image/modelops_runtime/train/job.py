@@ -123,6 +123,8 @@ def prepare(job: TrainingJob, job_id: str, version: int | None = None) -> Prepar
     warm = warmstart.plan(spec, current) if spec.warm_start else None
     log = ReadLog()
     if warm is not None:
+        if warm.card.features != features:
+            raise ValueError(f"warm start: v{warm.version} was trained on features {warm.card.features[:10]}, not {features[:10]}")
         # The parent's scaling and classes stay: its weights were trained against them.
         scaling, classes = warm.scaling, warm.card.classes
         base = replace(base, shards=warm.shards)
@@ -185,10 +187,11 @@ def _final_weights(root: str, scaling: Scaling | None) -> tuple[dict[str, torch.
     return tensors, state
 
 
-def _evaluation(prepared: Prepared, card_features: versions.Shape) -> tuple[DataPlan, Part]:
+def _evaluation(prepared: Prepared) -> tuple[DataPlan, Part]:
+    """Holdout shards when the job names them, else the validation split of the shards read."""
     spec = prepared.spec
     if spec.data.holdout_uri:
-        card = versions.make_card("x", 1, card_features, spec.model)
+        card = versions.make_card(spec.output.model_name, prepared.version, prepared.shape, spec.model)
         return evaluation_plan(card, spec.data.holdout_uri, spec.data.format, spec.data.label), "all"
     return replace(prepared.data, scaling=None), "validation"
 
@@ -237,12 +240,14 @@ def run(
     on_epoch_end: Callable[[EpochEnd], None] | None = None,
 ) -> JobResult:
     """Train the job's version and store it; resumes from the job's checkpoints if any."""
+    if job.spec.search is not None and not use_ray:
+        raise ValueError("a search runs its trials on Ray Tune; it cannot run in-process")
     prepared = prepare(job, job_id, version)
     spec = prepared.spec
     progress_file = progress_path or str(Path(tempfile.mkdtemp(prefix="modelops-progress-")) / "progress.json")
     store, name = spec.output.store_uri, spec.output.model_name
     folder = artifacts.version_uri(store, name, prepared.version)
-    evaluation = _evaluation(prepared, prepared.shape)
+    evaluation = _evaluation(prepared)
     parent = prepared.warm.version if prepared.warm else None
     trials: list[dict[str, Any]] = []
 

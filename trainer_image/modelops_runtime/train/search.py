@@ -3,8 +3,10 @@
 Trial parameters are drawn up front from the job's seed (so a rerun tries the same
 points) and handed to Tune as a grid over trial indices; Tune runs them with the
 concurrency limit, each trial running the training loop in its own actor with its own
-checkpoints under `<job checkpoints>/trials/<i>/`. Trials are ranked by their last
-reported value of the search metric.
+checkpoints under `<job checkpoints>/trials/<i>/`. A trial is one worker with the
+job's per-worker resources (cpusPerWorker, gpusPerWorker); `workers` applies to
+training without search. Trials are ranked by their last reported value of the
+search metric.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ray import tune
 from modelops_runtime import artifacts
 from modelops_runtime.train import checkpoint, loop, progress
 from modelops_runtime.train.comm import Comm
+from modelops_runtime.train.resources import quantity
 
 
 def sample_space(space: list[SearchParameter], trials: int, seed: int) -> list[dict[str, Any]]:
@@ -143,7 +146,7 @@ def run(
     specs = [apply_params(spec, point) for point in points]
     roots = [artifacts.join(job_root, "trials", str(i)) for i in range(len(specs))]
     configs = [make_config(trial_spec, root, i) for i, (trial_spec, root) in enumerate(zip(specs, roots, strict=True))]
-    resources: dict[str, float] = {"cpu": float(configs[0].threads or 1)}
+    resources: dict[str, float] = {"cpu": quantity(spec.resources.cpus_per_worker)}
     if spec.resources.gpus_per_worker:
         resources["gpu"] = float(spec.resources.gpus_per_worker)
     tuner = tune.Tuner(
