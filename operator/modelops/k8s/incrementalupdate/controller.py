@@ -93,6 +93,7 @@ class UpdateController:
         *,
         namespace: str,
         name: str,
+        uid: str,
         post: EventPoster,
         stopped: Stopped,
         logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
@@ -123,6 +124,7 @@ class UpdateController:
         finally:
             self.wakers.unregister(key, wake)
             self.metrics.managed.labels(RESOURCE).dec()
+            self.reconciler.forget(uid)
 
     async def _reconcile(self, namespace: str, name: str) -> Outcome:
         loop = asyncio.get_running_loop()

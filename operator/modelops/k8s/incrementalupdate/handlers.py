@@ -77,6 +77,7 @@ def incrementalupdate_event(
 async def incrementalupdate_loop(
     name: str,
     namespace: str | None,
+    uid: str,
     body: kopf.Body,
     memo: Any,
     stopped: kopf.DaemonStopped,
@@ -89,4 +90,6 @@ async def incrementalupdate_loop(
     def post(note: EventNote) -> None:
         kopf.event(body, type=note.type, reason=note.reason, message=note.message)
 
-    await controller.run(namespace=namespace, name=name, post=post, stopped=stopped, logger=logger)
+    await controller.run(
+        namespace=namespace, name=name, uid=uid, post=post, stopped=stopped, logger=logger
+    )

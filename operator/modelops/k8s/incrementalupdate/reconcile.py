@@ -375,6 +375,22 @@ class Reconciler:
         self.metrics = metrics
         self.data: DataSource = data or RuntimeData()
         self.clock = clock
+        # Per update uid: when its data was last listed. The status keeps the time of the
+        # last listing that changed something (observedAt alone never justifies a write),
+        # which stands in after a restart.
+        self._checked: dict[str, datetime] = {}
+        self._lock = threading.Lock()
+
+    def forget(self, uid: str) -> None:
+        with self._lock:
+            self._checked.pop(uid, None)
+
+    def _last_check(self, uid: str, status: IncrementalUpdateStatus) -> datetime | None:
+        with self._lock:
+            checked = self._checked.get(uid)
+        if checked is not None:
+            return checked
+        return status.last_snapshot.observed_at if status.last_snapshot else None
 
     def reconcile(self, namespace: str, name: str) -> Outcome:
         path = custom_path(GROUP, VERSION, RESOURCE, namespace, name)
@@ -450,12 +466,11 @@ class Reconciler:
     # -- watching the data ----------------------------------------------------------------
 
     def _due_in(
-        self, spec: IncrementalUpdateSpec, status: IncrementalUpdateStatus, now: datetime
+        self, spec: IncrementalUpdateSpec, last_check: datetime | None, now: datetime
     ) -> float:
-        snapshot = status.last_snapshot
-        if snapshot is None or snapshot.observed_at is None:
+        if last_check is None:
             return 0.0
-        elapsed = (now - snapshot.observed_at).total_seconds()
+        elapsed = (now - last_check).total_seconds()
         return max(0.0, spec.detect.interval_seconds - elapsed)
 
     def _watch(
@@ -469,7 +484,8 @@ class Reconciler:
         interval = float(spec.detect.interval_seconds)
         status.phase = UpdatePhase.IDLE
         draft.condition(UPDATING, False, "Idle", "no update run in flight")
-        wait = self._due_in(spec, status, now)
+        last_check = self._last_check(ctx.uid, status)
+        wait = self._due_in(spec, last_check, now)
         if wait > 0 and not force:
             return wait
         data = ctx.recipe.data
@@ -493,7 +509,8 @@ class Reconciler:
             new_rows=delta.fresh_rows,
         )
         digest = snapshot_summary(listing, data.uri).digest
-        last_check = status.last_snapshot.observed_at if status.last_snapshot else None
+        with self._lock:
+            self._checked[ctx.uid] = now
         status.pending_delta = pending
         status.last_snapshot = SnapshotSummary(
             shards=len(listing.shards), rows=listing.rows, digest=digest, observed_at=now
