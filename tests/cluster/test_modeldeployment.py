@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from modelops.lifecycle.training_report import TrainingResult
 
 from tests.cluster.modeldeployment_helpers import (
     Deployments,
@@ -28,9 +29,12 @@ from tests.cluster.modeldeployment_helpers import (
     truth,
 )
 from tests.cluster.operator_fixture import OperatorProcess, running_operator, wait_for
+from tests.cluster.trainingjob_helpers import Cluster
+from tests.cluster.trainingjob_helpers import manifest as tj_manifest
 from tests.runtime.serve_helpers import ServerProcess
 
 pytestmark = pytest.mark.cluster
+LOG_ROOT = Path(__file__).resolve().parents[2] / ".state" / "server-logs"
 
 
 @pytest.fixture
@@ -39,8 +43,11 @@ def store(tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def live(store: str, tmp_path: Path) -> Iterator[list[ServerProcess]]:
-    with servers(store, 2, tmp_path) as started:
+def live(store: str, request: pytest.FixtureRequest) -> Iterator[list[ServerProcess]]:
+    # Logs go where they outlive pytest's temporary folders.
+    logs = LOG_ROOT / request.node.name
+    logs.mkdir(parents=True, exist_ok=True)
+    with servers(store, 2, logs) as started:
         yield started
 
 
@@ -277,3 +284,44 @@ def test_kubectl_scale_and_batch_prediction_when_autoscaling_is_off(
     (output / "_progress.json").write_text(json.dumps(progress))
     status = mds.wait("progress", "manual", lambda s: s["batchPrediction"].get("shardsDone") == 3)
     assert status["batchPrediction"]["shardsTotal"] == 4
+
+
+def _train(cluster: Cluster, name: str, version: int) -> None:
+    """A TrainingJob of model digits that succeeds with `version` (playing kubelet and driver)."""
+    cluster.create(tj_manifest(name, resources={"workers": 1}))
+    cluster.wait_pods(name, {f"{name}-0-head", f"{name}-0-worker-0"})
+    cluster.wait_phase(name, "Running")
+    result = TrainingResult(version=version, uri=f"file:///models/digits/v{version}")
+    cluster.succeed(f"{name}-0-head", result)
+    cluster.wait_phase(name, "Succeeded")
+
+
+def test_latest_follows_the_versions_training_jobs_produce(
+    operator: OperatorProcess,
+    live: list[ServerProcess],
+    mds: Deployments,
+    store: str,
+    k8s: Any,
+    namespace: str,
+) -> None:
+    mds.create(
+        manifest(
+            "follow",
+            store,
+            addresses(live),
+            model={"name": "digits", "version": "latest", "storeUri": store},
+            autoscaling={"enabled": False, "intervalSeconds": 1},
+        )
+    )
+    status = mds.wait("no version yet", "follow", lambda s: s.get("conditions"))
+    assert condition(status, "Available")["reason"] == "NoVersion"
+    jobs = Cluster(k8s, namespace)
+    _train(jobs, "first", 1)
+    mds.wait("serving version 1", "follow", lambda s: s.get("activeVersion") == 1, timeout=60)
+    with Load([s.url for s in live], input_rows()) as load:
+        load.set_rate(30)
+        _train(jobs, "second", 2)
+        status = mds.wait("version 2", "follow", lambda s: s.get("activeVersion") == 2, timeout=60)
+        wait_for("servers on 2", lambda: all(routing(s)["routing"]["stable"] == "2" for s in live))
+    assert [p["version"] for p in status["promotions"]] == [1, 2]
+    assert load.failed == 0, load.statuses

@@ -230,13 +230,14 @@ class RolloutSpec(ApiModel):
 
     cel_rules = (
         CelRule(
-            rule="self.strategy != 'canary' || size(self.steps) > 0",
+            rule="!has(self.strategy) || self.strategy != 'canary' || "
+            "(has(self.steps) && size(self.steps) > 0)",
             message="a canary rollout needs steps",
             check=lambda r: r.strategy != RolloutStrategy.CANARY or len(r.steps) > 0,
             field="steps",
         ),
         CelRule(
-            rule="self.steps.map(s, s.weight).isSorted()",
+            rule="!has(self.steps) || self.steps.map(s, s.weight).isSorted()",
             message="canary step weights must not decrease",
             check=lambda r: all(
                 a.weight <= b.weight for a, b in zip(r.steps, r.steps[1:], strict=False)
