@@ -600,7 +600,10 @@ def test_webhook_with_chart_made_certificates(helm_home: Path, tmp_path: Path) -
     assert _openssl("pkey", "-pubout", stdin=key) == _openssl(
         "x509", "-in", str(tmp_path / "tls.pem"), "-noout", "-pubkey"
     )
-    # The operator reads the Secret where MODELOPS_WEBHOOK_CERT_DIR says.
+    # The operator reads the Secret where MODELOPS_WEBHOOK_CERT_DIR says, by these names.
+    from modelops.k8s import webhook
+
+    assert {webhook.CERT_FILE, webhook.KEY_FILE} <= set(secret["data"])
     pod = operator_deployment(docs)["spec"]["template"]["spec"]
     volume = next(v for v in pod["volumes"] if v.get("secret"))
     assert volume["secret"]["secretName"] == secret["metadata"]["name"]
