@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark the training runtime against a plain single-process torch loop.
 
-    python bench/training.py [--rows 100000] [--epochs 4] [--skip-ray] [--json out.json]
+    python bench/training.py [--rows 100000] [--epochs 3] [--ray-workers 1,2] [--json out.json]
 
 Same model (MLP 64->256->256->10, Adam, batch 256), same data (synthetic 10-class
 rows in 4 parquet shards), same thread count (1 torch thread per worker) for:
@@ -12,7 +12,9 @@ rows in 4 parquet shards), same thread count (1 torch thread per worker) for:
   - modelops on Ray Train: the same loop on 1 and 2 workers x 1 CPU (TorchTrainer,
     gloo); per worker, 2 workers on a 2-CPU machine share it with the driver.
 Reported: steady-state training samples/s (epochs after the first, median) and the
-ratio per worker to plain (target >= 0.9); fixed overhead from the call to the first
+ratio per worker to plain (target >= 0.9), by the wall clock and by the training
+thread's CPU time (the loop's own cost, whatever else the machine runs; it leaves out
+time spent waiting in all-reduce); fixed overhead from the call to the first
 optimizer step; peak RSS of the data pipeline streaming 1x and 10x the shards, each
 in a fresh subprocess (target: within 10% of each other).
 """
@@ -93,11 +95,11 @@ def plain_loop(data: Path, epochs: int) -> dict[str, float]:
     model = nn.Sequential(*layers, nn.Linear(width, CLASSES))
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     first_step = None
-    rates = []
+    rates, cpu_rates = [], []
     rows = int(len(x) * 0.9)  # the same share the runtime trains on (10% validation)
     for _ in range(epochs):
         order = torch.randperm(len(x))[:rows]
-        tick = time.perf_counter()
+        tick, cpu_tick = time.perf_counter(), time.thread_time()
         for start in range(0, rows - BATCH + 1, BATCH):
             index = order[start : start + BATCH]
             loss = nn.functional.cross_entropy(model(x[index]), y[index])
@@ -107,7 +109,12 @@ def plain_loop(data: Path, epochs: int) -> dict[str, float]:
             if first_step is None:
                 first_step = time.perf_counter() - started
         rates.append((rows - rows % BATCH) / (time.perf_counter() - tick))
-    return {"samples_per_second": statistics.median(rates[1:]), "overhead_s": float(first_step or 0.0)}
+        cpu_rates.append((rows - rows % BATCH) / (time.thread_time() - cpu_tick))
+    return {
+        "samples_per_second": statistics.median(rates[1:]),
+        "samples_per_cpu_second": statistics.median(cpu_rates[1:]),
+        "overhead_s": float(first_step or 0.0),
+    }
 
 
 def modelops_run(data: Path, store: Path, epochs: int, workers: int, use_ray: bool) -> dict[str, float]:
@@ -119,9 +126,12 @@ def modelops_run(data: Path, store: Path, epochs: int, workers: int, use_ray: bo
     result = job.run(training_job, f"bench-{workers}-{int(started)}", use_ray=use_ray)
     history = result.record["epochs"]
     steady = statistics.median(e["samples_per_second"] for e in history[1:])
+    # Rank 0's thread CPU time; every worker does the same work per step.
+    cpu = statistics.median(e["samples"] / e["train_cpu_seconds"] for e in history[1:])
     return {
         "samples_per_second": steady,
         "per_worker": steady / workers,
+        "samples_per_cpu_second": cpu,
         "overhead_s": history[0]["first_step_at"] - started,
         "accuracy_val": history[-1]["metrics"]["val_accuracy"],
     }
@@ -169,7 +179,7 @@ def memory(data: Path, copies: int, workdir: Path) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000)
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--ray-workers", default="1,2", help="worker counts to run on Ray Train; empty to skip")
     parser.add_argument("--json")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
@@ -183,13 +193,7 @@ def main() -> int:
         data = work / "data"
         make_shards(data, args.rows, 4)
         results: dict[str, Any] = {"rows": args.rows, "epochs": args.epochs, "cpus": os.cpu_count()}
-        plain_a = plain_loop(data, args.epochs)
-        ours = modelops_run(data, work / "store", args.epochs, 1, use_ray=False)
-        plain_b = plain_loop(data, args.epochs)
-        # The peer ran before and after ours; their mean cancels drift in machine load.
-        plain = {k: (plain_a[k] + plain_b[k]) / 2 for k in plain_a}
-        results["plain"] = plain
-        results["modelops_in_process"] = {**ours, "ratio_per_worker": ours["per_worker"] / plain["samples_per_second"]}
+        runs: list[tuple[str, int, bool]] = [("modelops_in_process", 1, False)]
         counts = [int(n) for n in args.ray_workers.split(",") if n]
         if counts:
             import ray
@@ -200,22 +204,40 @@ def main() -> int:
             # jobs, nice 15 would measure the kernel's scheduler rather than the runtime.
             os.environ.setdefault("RAY_worker_niceness", "0")
             ray.init(num_cpus=max(counts), include_dashboard=False, log_to_driver=False)
-            for workers in counts:
-                ray_run = modelops_run(data, work / "store", args.epochs, workers, use_ray=True)
-                results[f"modelops_ray_{workers}_workers"] = {
-                    **ray_run, "ratio_per_worker": ray_run["per_worker"] / plain["samples_per_second"]
-                }
+            runs += [(f"modelops_ray_{n}_workers", n, True) for n in counts]
+        # The peer runs before and after each of ours, and each ratio uses the mean of its
+        # two neighbours: other load on a shared machine drifts over minutes.
+        before = plain_loop(data, args.epochs)
+        plains = [before]
+        for name, workers, use_ray in runs:
+            ours = modelops_run(data, work / "store", args.epochs, workers, use_ray)
+            after = plain_loop(data, args.epochs)
+            plains.append(after)
+            peer = {k: (before[k] + after[k]) / 2 for k in before}
+            results[name] = {
+                **ours,
+                "peer_samples_per_second": peer["samples_per_second"],
+                "ratio_per_worker": ours["per_worker"] / peer["samples_per_second"],
+                "ratio_cpu": ours["samples_per_cpu_second"] / peer["samples_per_cpu_second"],
+            }
+            before = after
+        if counts:
             ray.shutdown()
+        results["plain"] = {k: statistics.mean(p[k] for p in plains) for k in plains[0]}
         one = memory(data, 1, work)
         ten = memory(data, 10, work)
         results["memory"] = {"x1": one, "x10": ten, "peak_ratio_x10_over_x1": ten["peak_rss_mib"] / one["peak_rss_mib"]}
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    print(f"plain torch loop          {plain['samples_per_second']:>10.0f} samples/s   first step after {plain['overhead_s']:.1f} s")
+    plain = results["plain"]
+    print(f"plain torch loop          {plain['samples_per_second']:>8.0f} samples/s  {plain['samples_per_cpu_second']:>8.0f} per CPU-s"
+          f"   first step after {plain['overhead_s']:.1f} s")
     for name, r in results.items():
         if name.startswith("modelops_"):
-            print(f"{name:<25} {r['samples_per_second']:>10.0f} samples/s   per worker ratio {r['ratio_per_worker']:.2f}   first step after {r['overhead_s']:.1f} s")
+            print(f"{name:<25} {r['samples_per_second']:>8.0f} samples/s  {r['samples_per_cpu_second']:>8.0f} per CPU-s"
+                  f"   ratio per worker {r['ratio_per_worker']:.2f} (wall) {r['ratio_cpu']:.2f} (CPU)"
+                  f"   first step after {r['overhead_s']:.1f} s")
     m = results["memory"]
     print(f"pipeline peak RSS         x1 {m['x1']['peak_rss_mib']:.0f} MiB ({m['x1']['rows']} rows, +{m['x1']['growth_mib']:.0f} streaming)   "
           f"x10 {m['x10']['peak_rss_mib']:.0f} MiB ({m['x10']['rows']} rows, +{m['x10']['growth_mib']:.0f} streaming)   ratio {m['peak_ratio_x10_over_x1']:.3f}")

@@ -19,6 +19,12 @@ class Comm:
     world: int = 1
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
+    @classmethod
+    def alone(cls, use_gpu: bool) -> Comm:
+        """A single worker, on the GPU when asked for and present."""
+        gpu = use_gpu and torch.cuda.is_available()
+        return cls(device=torch.device("cuda") if gpu else torch.device("cpu"))
+
     @property
     def distributed(self) -> bool:
         return self.world > 1 and dist.is_available() and dist.is_initialized()

@@ -169,7 +169,8 @@ def _loop_config(
         init_weights=warm.weights_uri if warm else None,
         lr_scale=warm.lr_scale if warm else 1.0,
         threads=threads_per_worker(spec.resources),
-        use_gpu=spec.resources.gpus_per_worker > 0 and torch.cuda.is_available(),
+        # Asked for, not probed here: the driver may have no GPU while its workers do.
+        use_gpu=spec.resources.gpus_per_worker > 0,
         on_epoch_end=on_epoch_end,
     )
 

@@ -172,7 +172,7 @@ def run(cfg: LoopConfig, comm: Comm, report: Report) -> dict[str, Any]:
         model.train()
         # Dropout draws from a generator fixed by (seed, epoch, rank): a redone epoch matches.
         torch.manual_seed(split.key("dropout", spec.seed, epoch, comm.rank) % (2**31))
-        started_at, tick = time.time(), time.perf_counter()
+        started_at, tick, cpu_tick = time.time(), time.perf_counter(), time.thread_time()
         first_step_at: float | None = None
         loss_sum = torch.zeros((), device=comm.device)
         samples = 0
@@ -190,6 +190,9 @@ def run(cfg: LoopConfig, comm: Comm, report: Report) -> dict[str, Any]:
             loss_sum += loss.detach() * len(x)
             samples += len(x)
         seconds = time.perf_counter() - tick
+        # CPU time of this thread (torch computes here with one intra-op thread): a
+        # measure of the loop's own cost that does not depend on other load on the machine.
+        cpu_seconds = time.thread_time() - cpu_tick
         train_loss, all_samples = comm.sum([float(loss_sum), float(samples)])
         metrics = {"train_loss": train_loss / max(all_samples, 1.0), **_validate(cfg, network, comm, loss_fn, log)}
         throughput = all_samples / seconds if seconds > 0 else 0.0
@@ -209,6 +212,8 @@ def run(cfg: LoopConfig, comm: Comm, report: Report) -> dict[str, Any]:
                 "metrics": metrics,
                 "samples_per_second": throughput,
                 "train_seconds": seconds,
+                "train_cpu_seconds": cpu_seconds,
+                "samples": samples,
                 "started_at": started_at,
                 "first_step_at": first_step_at,
             }
@@ -247,4 +252,4 @@ def run_in_process(cfg: LoopConfig, progress_path: str | None) -> dict[str, Any]
         if progress_path:
             progress.write(progress_path, progress.from_report(cfg.job_id, metrics))
 
-    return run(cfg, Comm(), report)
+    return run(cfg, Comm.alone(cfg.use_gpu), report)

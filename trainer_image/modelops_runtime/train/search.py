@@ -127,7 +127,7 @@ class _Progress(tune.Callback):  # type: ignore[misc]
 
 def _trial(config: dict[str, Any], configs: list[loop.LoopConfig]) -> None:
     cfg = configs[config["trial"]]
-    loop.run(cfg, Comm(), tune.report)
+    loop.run(cfg, Comm.alone(cfg.use_gpu), tune.report)
 
 
 def run(
