@@ -215,10 +215,13 @@ class Deployments:
         return [e for e in items if e.reason == reason]
 
     def wait(self, what: str, name: str, check: Any, timeout: float = 60.0) -> dict[str, Any]:
-        status: dict[str, Any] = wait_for(
-            what, lambda: (s := self.status(name)) and check(s) and s, timeout=timeout
-        )
-        return status
+        def met() -> dict[str, Any] | None:
+            status = self.status(name)
+            # poll_until stops on anything but None/False, an empty dict included.
+            return status if status and check(status) else None
+
+        found: dict[str, Any] = wait_for(what, met, timeout=timeout)
+        return found
 
 
 def condition(status: dict[str, Any], kind: str) -> dict[str, Any]:
