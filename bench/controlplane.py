@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import statistics
 import sys
 import time
@@ -35,16 +36,33 @@ def load_cluster() -> ModuleType:
     return module
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process (a load-independent measure of start-up work)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except FileNotFoundError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
+
+
 def one_run(cluster: ModuleType, settle: float) -> dict[str, Any]:
     cp = cluster.ControlPlane()
+    load = load_average()
     cp.start()
     try:
+        cpu = sum(cpu_seconds(pid) for pid in cp.pids().values())
         per_process = {name: cluster.rss_bytes(pid) for name, pid in cp.pids().items()}
         rss_ready = sum(per_process.values())
         time.sleep(settle)
         per_process_settled = {name: cluster.rss_bytes(pid) for name, pid in cp.pids().items()}
         return {
             "ready_s": round(cp.ready_seconds, 2),
+            "cpu_s_to_ready": round(cpu, 1),
+            "loadavg_1m_at_start": round(load, 1),
             "phases_s": {k: round(v, 2) for k, v in cp.timings.items()},
             "rss_ready_mib": round(rss_ready / 2**20, 1),
             "rss_settled_mib": round(sum(per_process_settled.values()) / 2**20, 1),
@@ -71,8 +89,10 @@ def main() -> int:
         runs.append(run)
         if not args.json:
             print(
-                f"run {i + 1}: ready in {run['ready_s']:.1f}s, RSS {run['rss_ready_mib']:.0f} MiB "
-                f"at ready, {run['rss_settled_mib']:.0f} MiB after {args.settle:.0f}s",
+                f"run {i + 1}: ready in {run['ready_s']:.1f}s ({run['cpu_s_to_ready']:.0f} CPU-s, "
+                f"load {run['loadavg_1m_at_start']:.1f} on {os.cpu_count()} CPUs), "
+                f"RSS {run['rss_ready_mib']:.0f} MiB at ready, "
+                f"{run['rss_settled_mib']:.0f} MiB after {args.settle:.0f}s",
                 flush=True,
             )
     ready = [r["ready_s"] for r in runs]
@@ -84,6 +104,7 @@ def main() -> int:
         "target_ready_s": TARGET_READY_S,
         "ratio_to_target": round(median / TARGET_READY_S, 2),
         "rss_settled_mib_median": statistics.median(r["rss_settled_mib"] for r in runs),
+        "cpu_s_to_ready_median": statistics.median(r["cpu_s_to_ready"] for r in runs),
     }
     if args.json:
         print(json.dumps(summary, indent=2))
@@ -94,6 +115,7 @@ def main() -> int:
             f"(<1 meets the target)"
         )
         print(f"RSS (5 processes, settled): median {summary['rss_settled_mib_median']:.0f} MiB")
+        print(f"CPU time to ready (5 processes): median {summary['cpu_s_to_ready_median']:.1f}s")
         print("last run phases (s since start):", json.dumps(runs[-1]["phases_s"]))
         print(
             "last run RSS per process (MiB):", json.dumps(runs[-1]["rss_settled_per_process_mib"])

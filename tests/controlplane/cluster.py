@@ -1056,13 +1056,20 @@ class ControlPlane:
         self._mark("kube-apiserver listening", t0)
         self._spawn("kube-scheduler", self._scheduler_args())
         self._spawn("kwok", self._kwok_args(stages))
+        # CRDs and nodes are submitted as soon as the API server takes them (before /readyz),
+        # so that establishing the CRDs overlaps the API server's remaining start-up.
+        crd_names, pending = self._objects_to_submit()
+        wait_for(
+            "kube-apiserver to accept CRDs and nodes",
+            lambda: self._submit(pending),
+            self.timeout,
+            poll=0.2,
+        )
+        self._mark("CRDs and nodes submitted", t0)
+        wait_for("kube-apiserver /healthz", self._apiserver_healthy, self.timeout, poll=0.1)
+        self._spawn("kube-controller-manager", self._controller_manager_args())
         wait_for("kube-apiserver /readyz", self._apiserver_ready, self.timeout, poll=0.1)
         self._mark("kube-apiserver ready", t0)
-        self._spawn("kube-controller-manager", self._controller_manager_args())
-
-        crd_names = self._install_crds()
-        for node in self.nodes:
-            self.rest.post("/api/v1/nodes", node.manifest())
 
         checks: list[tuple[str, Callable[[], bool]]] = [
             ("CRDs Established", lambda: self._crds_established(crd_names)),
@@ -1218,28 +1225,51 @@ class ControlPlane:
         with socket.create_connection(("127.0.0.1", self._ports["apiserver"]), timeout=1):
             return True
 
+    def _apiserver_healthy(self) -> bool:
+        self._check_alive()
+        return bool(self.rest.request("GET", "/healthz", timeout=3) == "ok")
+
     def _apiserver_ready(self) -> bool:
         self._check_alive()
         return bool(self.rest.request("GET", "/readyz", timeout=3) == "ok")
 
-    def _install_crds(self) -> list[str]:
-        """Apply every CustomResourceDefinition in crds/*.yaml; return their names."""
+    def _objects_to_submit(self) -> tuple[list[str], list[tuple[str, dict[str, Any]]]]:
+        """(CRD names, [(path, object)]) for every CRD in crds/*.yaml and every fake node.
+
+        Anything in crds/ that is not a CRD is applied with kubectl right away (it cannot
+        be installed before the API server is ready anyway).
+        """
         import yaml
 
         files = sorted(self.crds_dir.glob("*.yaml")) if self.crds_dir.is_dir() else []
         docs = [d for f in files for d in yaml.safe_load_all(f.read_text()) if d]
-        others = [d for d in docs if d.get("kind") != "CustomResourceDefinition"]
-        if others:  # anything else in crds/: let kubectl map kinds to resources
+        if any(d.get("kind") != "CustomResourceDefinition" for d in docs):
+            wait_for("kube-apiserver /readyz", self._apiserver_ready, self.timeout, poll=0.1)
             self.kubectl("apply", "--server-side", "--force-conflicts", *self._file_args(files))
-        names = []
-        for doc in docs:
-            if doc.get("kind") == "CustomResourceDefinition":
-                name = doc["metadata"]["name"]
-                self.rest.apply(
-                    f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}", doc
-                )
-                names.append(name)
-        return names
+            docs = []
+        crds = [d for d in docs if d.get("kind") == "CustomResourceDefinition"]
+        pending = [
+            (f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{d['metadata']['name']}", d)
+            for d in crds
+        ]
+        pending += [("/api/v1/nodes", node.manifest()) for node in self.nodes]
+        return [d["metadata"]["name"] for d in crds], pending
+
+    def _submit(self, pending: list[tuple[str, dict[str, Any]]]) -> bool:
+        """Create what is left in `pending` (CRDs applied, nodes created); True when done."""
+        self._check_alive()
+        while pending:
+            path, obj = pending[0]
+            if obj["kind"] == "CustomResourceDefinition":
+                self.rest.apply(path, obj)
+            else:
+                try:
+                    self.rest.post(path, obj)
+                except ApiError as err:
+                    if err.status != 409:  # 409: created by an earlier, timed-out attempt
+                        raise
+            pending.pop(0)
+        return True
 
     @staticmethod
     def _file_args(files: Sequence[Path]) -> list[str]:
