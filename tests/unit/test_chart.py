@@ -283,6 +283,31 @@ def test_the_chart_installs_the_generated_crds(helm_home: Path) -> None:
         assert crd in crds
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """A YAML loader that refuses duplicate keys (the API server's strict decoding does)."""
+
+
+def _no_duplicates(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
+    keys = [loader.construct_object(key) for key, _ in node.value]
+    duplicates = {k for k in keys if keys.count(k) > 1}
+    if duplicates:
+        raise yaml.constructor.ConstructorError(
+            None, None, f"duplicate keys {sorted(duplicates)}", node.start_mark
+        )
+    return loader.construct_mapping(node)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def test_rendered_yaml_has_no_duplicate_keys(helm_home: Path, variant: str) -> None:
+    text = _render_text(variant, helm_home)
+    documents = text.split("\n---\n")
+    for document in documents:
+        if "kind: CustomResourceDefinition" not in document:
+            yaml.load(document, Loader=_StrictLoader)
+
+
 def test_every_object_is_labelled_and_namespaced(helm_home: Path, variant: str) -> None:
     cluster_scoped = {
         "ClusterRole", "ClusterRoleBinding", "ClusterKopfPeering", "CustomResourceDefinition",
