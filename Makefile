@@ -7,7 +7,7 @@ export PYTHONUNBUFFERED := 1
 	test-cluster test-e2e quickstart bench clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
 
 install:  ## install the package with every extra (editable)
 	$(PYTHON) -m pip install -e ".[all]"
