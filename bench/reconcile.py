@@ -55,13 +55,41 @@ def _count(cp: Any, path: str) -> int:
     return len(cp.rest.request("GET", path, timeout=60)["items"])
 
 
-def _wait_count(cp: Any, path: str, expected: int, started: float, timeout: float) -> float:
+def _wait_count(
+    cp: Any,
+    path: str,
+    expected: int,
+    started: float,
+    timeout: float,
+    operator: OperatorProcess | None = None,
+) -> float:
+    last_report = 0.0
     while True:
-        if _count(cp, path) >= expected:
-            return time.monotonic() - started
-        if time.monotonic() - started > timeout:
+        count = _count(cp, path)
+        elapsed = time.monotonic() - started
+        if operator is not None and (elapsed - last_report >= 5.0 or count >= expected):
+            last_report = elapsed
+            print(
+                f"  {elapsed:6.1f}s  pods {count:4}/{expected}  {_loop_state(operator)}", flush=True
+            )
+        if count >= expected:
+            return elapsed
+        if elapsed > timeout:
             raise TimeoutError(f"{path}: fewer than {expected} after {timeout}s")
         time.sleep(POLL_S)
+
+
+def _loop_state(operator: OperatorProcess) -> str:
+    """The operator's own view: reconciles done, queued and running, and its CPU so far."""
+    labels = {"resource": "trainingjobs", "handler": "reconcile", "result": "success"}
+    done = operator.metric("modelops_reconcile_total", **labels) or 0
+    queued = operator.metric("modelops_reconcile_queue", resource="trainingjobs") or 0
+    running = operator.metric("modelops_reconcile_in_flight", resource="trainingjobs") or 0
+    loops = operator.metric("modelops_managed_objects", resource="trainingjobs") or 0
+    return (
+        f"loops {loops:4.0f}  reconciles {done:5.0f}  queued {queued:3.0f}  running {running:2.0f}"
+        f"  cpu {operator.cpu_seconds():5.1f}s"
+    )
 
 
 def direct_pods(cp: Any, namespace: str, count: int, threads: int) -> float:
@@ -113,7 +141,7 @@ def operator_jobs(
         list(pool.map(lambda b: cp.rest.post(path, b), bodies))
     applied = time.monotonic() - started
     pods = f"/api/v1/namespaces/{namespace}/pods?labelSelector=modelops.dev%2Ftrainingjob"
-    pods_s = _wait_count(cp, pods, jobs * (1 + workers), started, 900)
+    pods_s = _wait_count(cp, pods, jobs * (1 + workers), started, 900, operator)
     cpu_pods = operator.cpu_seconds() - cpu_before
 
     def reconciled() -> bool:
@@ -133,11 +161,36 @@ def operator_jobs(
     }
 
 
+def api_latency(operator: OperatorProcess) -> dict[str, str]:
+    """Mean latency and count of the operator's API requests, by verb and resource."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(operator.metrics()):
+        if family.name != "modelops_api_request_duration_seconds":
+            continue
+        for sample in family.samples:
+            key = f"{sample.labels['verb']} {sample.labels['resource']}"
+            if sample.name.endswith("_sum"):
+                sums[key] = sums.get(key, 0.0) + sample.value
+            elif sample.name.endswith("_count"):
+                counts[key] = counts.get(key, 0.0) + sample.value
+    return {
+        key: f"{1000 * sums[key] / counts[key]:.0f} ms x {counts[key]:.0f}"
+        for key in sorted(counts)
+        if counts[key]
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--workers", type=int, default=1, help="worker pods per job")
     parser.add_argument("--threads", type=int, default=16, help="client threads applying jobs")
+    parser.add_argument(
+        "--operator-workers", type=int, default=None, help="the operator's reconcile threads"
+    )
     parser.add_argument(
         "--models", type=int, default=1, help="model names (1: every job allocates from one book)"
     )
@@ -153,7 +206,10 @@ def main() -> int:
         direct_s = direct_pods(cp, direct_ns, pods, args.threads)
 
         namespace = _namespace(cp, "bench-operator")
-        operator = OperatorProcess(cp, [namespace], name=f"bench-{int(time.time())}")
+        extra = ["--workers", str(args.operator_workers)] if args.operator_workers else []
+        operator = OperatorProcess(
+            cp, [namespace], name=f"bench-{int(time.time())}", extra_args=extra
+        )
         operator.start()
         rss_idle = operator.peak_rss_bytes()
         result = operator_jobs(
@@ -161,6 +217,7 @@ def main() -> int:
         )
         time.sleep(5)  # status writes and events settle
         peak = operator.peak_rss_bytes()
+        latency = api_latency(operator)
         result.update(
             {
                 "jobs": args.jobs,
@@ -185,11 +242,14 @@ def main() -> int:
         cp.stop()
 
     if args.json:
-        print(json.dumps(result, indent=2))
+        print(json.dumps({**result, "api_latency": latency}, indent=2))
     else:
         print(f"{'measure':42} value")
         for key, value in result.items():
             print(f"{key:42} {value}")
+        print("\noperator's API requests (mean latency x count):")
+        for key, value in latency.items():
+            print(f"  {key:40} {value}")
         print(
             f"\noperator vs direct pod creation: {result['ratio_operator_to_direct']}x "
             f"({result['pods_exist_s']}s vs {result['direct_pods_exist_s']}s for {pods} pods)"

@@ -18,6 +18,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 import uuid
@@ -99,7 +100,19 @@ class OperatorProcess:
             args.append("--no-webhook")
         return args + self.extra_args
 
-    def start(self, timeout: float = 120.0) -> OperatorProcess:
+    def start(self, timeout: float = 120.0, tries: int = 3) -> OperatorProcess:
+        """Start and wait until ready; free ports can be taken by someone else before we
+        bind them, so a start that fails on a busy port is retried on new ports."""
+        for attempt in range(tries):
+            try:
+                return self._start(timeout)
+            except RuntimeError as error:
+                if "address already in use" not in str(error) or attempt == tries - 1:
+                    raise
+                self.metrics_port, self.health_port, self.webhook_port = controlplane.free_ports(3)
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> OperatorProcess:
         self.starts += 1
         env = {**os.environ, "KUBECONFIG": str(self.control_plane.kubeconfig), **self.env}
         env["PYTHONUNBUFFERED"] = "1"
@@ -110,12 +123,22 @@ class OperatorProcess:
             self.command(), cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
         )
         log.close()
-        controlplane.poll_until(f"{self.name} healthz", self._healthy, timeout=timeout, poll=0.5)
+        self._wait(f"{self.name} healthz", self._healthy, timeout)
         if self.webhook:
-            controlplane.poll_until(
-                f"{self.name} webhook configuration", self._webhook_ready, timeout=timeout, poll=0.5
-            )
+            self._wait(f"{self.name} webhook configuration", self._webhook_ready, timeout)
         return self
+
+    def _wait(self, what: str, ready: Any, timeout: float) -> None:
+        """Like poll_until, but an operator that died fails at once, with its log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._check_alive()
+            if ready():
+                return
+            time.sleep(0.5)
+        raise TimeoutError(
+            f"timed out after {timeout:.0f}s waiting for {what}:\n{self.log_tail(40)}"
+        )
 
     def _check_alive(self) -> None:
         assert self.process is not None
@@ -125,7 +148,6 @@ class OperatorProcess:
             )
 
     def _healthy(self) -> bool:
-        self._check_alive()
         try:
             url = f"http://127.0.0.1:{self.health_port}/healthz"
             with urllib.request.urlopen(url, timeout=2) as response:
@@ -134,7 +156,6 @@ class OperatorProcess:
             return False
 
     def _webhook_ready(self) -> bool:
-        self._check_alive()
         try:
             config = self.control_plane.rest.get(f"{WEBHOOK_CONFIGS}/{self.webhook_config}")
         except controlplane.ApiError:

@@ -65,14 +65,14 @@ def test_cluster_has_head_service_rbac_spec_and_one_pod_per_worker() -> None:
     kinds = [(o["kind"], o["metadata"]["name"]) for o in objects]
     assert kinds == [
         ("ServiceAccount", "digits-mlp-driver"),
-        ("Role", "digits-mlp-driver"),
-        ("RoleBinding", "digits-mlp-driver"),
-        ("Service", "digits-mlp-head"),
         ("ConfigMap", "digits-mlp-2-spec"),
         ("Pod", "digits-mlp-2-head"),
         ("Pod", "digits-mlp-2-worker-0"),
         ("Pod", "digits-mlp-2-worker-1"),
         ("Pod", "digits-mlp-2-worker-2"),
+        ("Service", "digits-mlp-head"),
+        ("Role", "digits-mlp-driver"),
+        ("RoleBinding", "digits-mlp-driver"),
     ]
 
 

@@ -9,7 +9,8 @@ Created once at operator start-up and handed to whoever needs the API; never at 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote
@@ -17,6 +18,8 @@ from urllib.parse import quote
 from kubernetes import client, config
 
 Body = dict[str, Any]
+# Told of every request: (verb, resource such as "pods" or "trainingjobs/status", seconds, status).
+Observer = Callable[[str, str, float, int], None]
 
 MERGE_PATCH = "application/merge-patch+json"
 JSON = "application/json"
@@ -67,6 +70,18 @@ def custom_path(
     return f"{path}/{quote(name)}" if name else path
 
 
+def resource_of(path: str) -> str:
+    """The resource (and subresource) a path addresses: `pods`, `trainingjobs/status`."""
+    parts = path.strip("/").split("/")
+    if "namespaces" in parts:
+        parts = parts[parts.index("namespaces") + 2 :]
+    else:
+        parts = parts[2:] if parts[0] == "api" else parts[3:]
+    if len(parts) >= 3:
+        return f"{parts[0]}/{parts[2]}"
+    return parts[0] if parts else ""
+
+
 def manifest_path(manifest: Body, with_name: bool = False) -> str:
     meta = manifest["metadata"]
     return namespaced_path(manifest["kind"], meta["namespace"], meta["name"] if with_name else None)
@@ -79,6 +94,7 @@ class Kube:
     api: client.ApiClient
     field_manager: str = "modelops-operator"
     timeout: float = 30.0
+    observe: Observer | None = None
 
     @classmethod
     def connect(cls, kubeconfig: str | None = None, pool_size: int = 32) -> Kube:
@@ -117,8 +133,11 @@ class Kube:
             body=body,
             auth_settings=["BearerToken"],
         )
+        started = time.perf_counter()
         response = self.api.call_api(*serialized, _request_timeout=self.timeout)
         data = response.read() or b""  # type: ignore[no-untyped-call]
+        if self.observe is not None:
+            self.observe(method, resource_of(path), time.perf_counter() - started, response.status)
         if not 200 <= response.status < 300:
             raise _error(response.status, data)
         if not data:

@@ -110,6 +110,11 @@ def run(config: OperatorConfig, options: RunOptions) -> int:
         level=logging.DEBUG if options.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not options.verbose:
+        # One line per watch event and per admission request drowns the log (and costs
+        # CPU at 200 jobs); failures and our own warnings still show.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     if options.kubeconfig:
         # Kopf logs in on its own (from KUBECONFIG); both clients must see the same cluster.
         os.environ["KUBECONFIG"] = options.kubeconfig
@@ -121,6 +126,7 @@ def run(config: OperatorConfig, options: RunOptions) -> int:
         configure(settings, config, options)
 
     kube = Kube.connect(options.kubeconfig, pool_size=options.reconcile_workers * 2)
+    kube.observe = metrics.METRICS.observe_request
     server = metrics.serve(config.metrics_port)
     try:
         kopf.run(

@@ -66,12 +66,23 @@ class OperatorMetrics:
             ["resource"],
             registry=registry,
         )
+        self.api_requests = Histogram(
+            "modelops_api_request_duration_seconds",
+            "Requests to the API server by verb, resource and status code, and their latency.",
+            ["verb", "resource", "code"],
+            buckets=_BUCKETS,
+            registry=registry,
+        )
         self.api_writes = Counter(
             "modelops_api_writes_total",
             "Writes sent to the API server, by verb and kind.",
             ["verb", "kind"],
             registry=registry,
         )
+
+    def observe_request(self, verb: str, resource: str, seconds: float, status: int) -> None:
+        """A `kube.Observer`: one API request and how long it took."""
+        self.api_requests.labels(verb, resource, str(status)).observe(seconds)
 
     @contextmanager
     def reconcile(self, resource: str, handler: str) -> Iterator[None]:

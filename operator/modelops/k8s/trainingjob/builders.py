@@ -429,13 +429,19 @@ def worker_pod(ctx: JobContext, index: int) -> Manifest:
 
 
 def cluster(ctx: JobContext) -> list[Manifest]:
-    """Every child of one attempt, in creation order (what the pods need comes first)."""
+    """Every child of one attempt, in creation order.
+
+    The API server refuses a pod whose ServiceAccount does not exist, and the head cannot
+    start without its spec; everything else a pod needs later (the Service when a worker
+    looks up the head, the Role when the driver reports progress), so the pods go first:
+    scheduling and image pulls start sooner.
+    """
     return [
         service_account(ctx),
-        role(ctx),
-        role_binding(ctx),
-        head_service(ctx),
         spec_config_map(ctx),
         head_pod(ctx),
         *[worker_pod(ctx, i) for i in range(ctx.spec.resources.workers)],
+        head_service(ctx),
+        role(ctx),
+        role_binding(ctx),
     ]

@@ -96,6 +96,7 @@ class TrainingController:
         name: str,
         uid: str,
         pods: Callable[[Key], Iterable[OwnedPod]],
+        body: Callable[[], dict[str, Any]],
         post: EventPoster,
         stopped: Stopped,
         logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
@@ -110,7 +111,7 @@ class TrainingController:
                 views = tuple(p.view for p in pods(key) if p.owner_uid == uid)
                 delay: float | None
                 try:
-                    outcome = await self._reconcile(namespace, name, views)
+                    outcome = await self._reconcile(namespace, name, views, body())
                 except StatusConflict:
                     delay = CONFLICT_RETRY_SECONDS
                 except Exception as error:  # the loop never dies; the error is counted
@@ -129,14 +130,16 @@ class TrainingController:
             self.metrics.managed.labels(RESOURCE).dec()
             self.reconciler.forget(uid)
 
-    async def _reconcile(self, namespace: str, name: str, views: tuple[Any, ...]) -> Outcome:
+    async def _reconcile(
+        self, namespace: str, name: str, views: tuple[Any, ...], seen: dict[str, Any]
+    ) -> Outcome:
         loop = asyncio.get_running_loop()
         self.metrics.queued.labels(RESOURCE).inc()
 
         def work() -> Outcome:
             self.metrics.queued.labels(RESOURCE).dec()
             with self.metrics.reconcile(RESOURCE, "reconcile"):
-                return self.reconciler.reconcile(namespace, name, views)
+                return self.reconciler.reconcile(namespace, name, views, seen)
 
         return await loop.run_in_executor(self.executor, work)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import kopf
@@ -86,6 +87,8 @@ async def trainingjob_loop(
         name=name,
         uid=uid,
         pods=lambda key: trainingjob_pods.get(key, ()),
+        # Kopf keeps a daemon's body up to date with the watch; the reconcile gets a copy.
+        body=lambda: copy.deepcopy(dict(body)),
         post=post,
         stopped=stopped,
         logger=logger,

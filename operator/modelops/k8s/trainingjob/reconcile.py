@@ -9,6 +9,7 @@ children, created under deterministic names so that a repeat is a 409, not a dup
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +34,8 @@ from modelops.lifecycle.training import (
 )
 
 RESOURCE = names.PLURAL
+# How long a pod we created may be missing from the pod index before we create it again.
+POD_GRACE = 30.0
 Clock = Callable[[], datetime]
 
 
@@ -81,22 +84,45 @@ class Reconciler:
         self.clock = clock
         # Per job uid: the children already ensured, so a steady job costs no writes.
         self._ensured: dict[str, set[str]] = {}
+        # Per job uid: pods created and when, for as long as the pod index may not show them.
+        self._created: dict[str, dict[str, float]] = {}
+        # Per job uid: the resourceVersion our last status write was computed from. A watched
+        # copy still at that version has not caught up with the write: read afresh instead.
+        self._written_from: dict[str, str] = {}
         self._lock = threading.Lock()
 
     def forget(self, uid: str) -> None:
         with self._lock:
             self._ensured.pop(uid, None)
+            self._created.pop(uid, None)
+            self._written_from.pop(uid, None)
+
+    def _is_stale(self, job: dict[str, Any]) -> bool:
+        meta = job.get("metadata") or {}
+        with self._lock:
+            written_from = self._written_from.get(str(meta.get("uid")))
+        return written_from is not None and written_from == meta.get("resourceVersion")
 
     # -- the reconcile --------------------------------------------------------------------
 
-    def reconcile(self, namespace: str, name: str, pods: Iterable[PodView]) -> Outcome:
+    def reconcile(
+        self,
+        namespace: str,
+        name: str,
+        pods: Iterable[PodView],
+        seen: dict[str, Any] | None = None,
+    ) -> Outcome:
+        """Reconcile from `seen` (the job as the watch delivered it), or from a fresh read
+        when there is none or it predates our own last status write."""
         path = custom_path(GROUP, VERSION, RESOURCE, namespace, name)
-        try:
-            job = self.kube.get(path)  # fresh: the watch may lag our own last write
-        except ApiError as error:
-            if error.not_found:
-                return Outcome()
-            raise
+        job = seen
+        if job is None or self._is_stale(job):
+            try:
+                job = self.kube.get(path)
+            except ApiError as error:
+                if error.not_found:
+                    return Outcome()
+                raise
         meta = job["metadata"]
         if meta.get("deletionTimestamp"):
             return Outcome()  # the delete handler owns the rest
@@ -165,6 +191,9 @@ class Reconciler:
             "metadata": {"resourceVersion": meta["resourceVersion"]},
             "status": status_patch(current, wanted),
         }
+        with self._lock:
+            # Whatever the outcome, the copy at this version is now known to be outdated.
+            self._written_from[str(meta["uid"])] = str(meta["resourceVersion"])
         try:
             self.kube.merge_patch(f"{path}/status", body)
         except ApiError as error:
@@ -178,13 +207,19 @@ class Reconciler:
     def _ensure_cluster(self, ctx: builders.JobContext, existing_pods: set[str]) -> None:
         with self._lock:
             ensured = self._ensured.setdefault(ctx.uid, set())
+            created = self._created.setdefault(ctx.uid, {})
+        now = time.monotonic()
         for manifest in builders.cluster(ctx):
             kind, name = manifest["kind"], manifest["metadata"]["name"]
             if kind == "Pod":
                 # Pods are checked against what is observed, not remembered: a pod that
-                # disappears (deleted by someone, evicted and removed) is created again.
-                if name not in existing_pods and self.kube.create_if_absent(manifest):
+                # disappears (deleted by someone, evicted and removed) is created again,
+                # once the index has had time to show the one we made.
+                if name in existing_pods or now - created.get(name, -POD_GRACE) < POD_GRACE:
+                    continue
+                if self.kube.create_if_absent(manifest):
                     self.metrics.api_writes.labels("create", kind).inc()
+                created[name] = now
                 continue
             key = f"{ctx.attempt}/{kind}/{name}"
             if key in ensured:
