@@ -12,20 +12,20 @@ CONTROLPLANE := $(PYTHON) tests/controlplane/cluster.py
 
 .PHONY: cluster-build cluster-up cluster-down cluster-env cluster-status cluster-test
 
-cluster-build:
+cluster-build:  ## build or reuse the pinned control-plane binaries
 	$(CONTROLPLANE) build
 
-cluster-up:
+cluster-up:  ## start a detached control plane; prints the kubeconfig path
 	@$(CONTROLPLANE) up
 
-cluster-down:
+cluster-down:  ## stop the control plane started by cluster-up
 	@$(CONTROLPLANE) down
 
-cluster-env:
+cluster-env:  ## print KUBECONFIG/PATH exports for the running control plane
 	@$(CONTROLPLANE) env
 
-cluster-status:
+cluster-status:  ## PIDs, dirs, liveness and RSS of the running control plane
 	@$(CONTROLPLANE) status
 
-cluster-test:
+cluster-test:  ## run the control-plane tests (own control plane)
 	$(PYTHON) -m pytest -m cluster tests/cluster
