@@ -127,7 +127,8 @@ def data_plan(card: ModelCard, uri: str, fmt: DataFormat, label: str | None, see
     return DataPlan(
         uri=uri,
         format=fmt,
-        shards=snapshot(uri, fmt).shards,
+        # Rows per shard are all a plan needs; hashing every file would read it twice.
+        shards=snapshot(uri, fmt, content_hash=False).shards,
         features=card.features,
         label=label,
         sequence=sequence,
