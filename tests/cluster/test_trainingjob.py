@@ -353,12 +353,19 @@ def test_an_invalid_spec_is_rejected_with_the_field_named(
     assert raised.value.status == 422
     assert "spec.resources.workers" in str(raised.value.body)
 
+    # Immutable fields: the CRD's transition rules answer first (the webhook says the same,
+    # see the next test), so the rejection holds even while the operator is down.
     cluster.create(manifest("immutable", resources={"workers": 1}))
-    with pytest.raises(ApiException) as raised:
-        cluster.patch_job("immutable", {"spec": {"output": {"modelName": "renamed"}}})
-    message = json.loads(raised.value.body)["message"]
-    assert message.startswith('admission webhook "validate-trainingjob.')
-    assert "spec.output: field is immutable" in message
+    for patch, field in (
+        ({"output": {"modelName": "renamed"}}, "spec.output"),
+        ({"model": {"hiddenLayers": [8]}}, "spec.model"),
+        ({"warmStart": {"version": 1}}, "spec.warmStart"),
+    ):
+        with pytest.raises(ApiException) as raised:
+            cluster.patch_job("immutable", {"spec": patch})
+        assert raised.value.status == 422
+        message = json.loads(raised.value.body)["message"]
+        assert f"{field}: Invalid value" in message and "field is immutable" in message
 
     # A mutable change is admitted, with a warning that it applies to the next attempt.
     done = operator.control_plane.kubectl(
@@ -405,6 +412,26 @@ def test_the_webhook_answers_admission_reviews_itself(
     assert answer["allowed"] is False
     assert answer["status"]["code"] == 422
     assert "spec.resources.workers" in answer["status"]["message"]
+
+    # An UPDATE that changes an immutable field, as the API server would send it.
+    old = manifest("direct", resources={"workers": 1})
+    new = manifest("direct", model="renamed", resources={"workers": 1})
+    review["request"]["operation"] = "UPDATE"
+    review["request"]["object"] = {**new, "metadata": {"name": "direct", "namespace": cluster.ns}}
+    review["request"]["oldObject"] = {
+        **old,
+        "metadata": {"name": "direct", "namespace": cluster.ns},
+    }
+    request = urllib.request.Request(
+        request.full_url,
+        data=json.dumps(review).encode(),
+        headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(request, context=context, timeout=10) as response:
+        answer = json.loads(response.read())["response"]
+    assert answer["allowed"] is False
+    assert "spec.output: field is immutable" in answer["status"]["message"]
 
 
 # -- metrics ------------------------------------------------------------------------------

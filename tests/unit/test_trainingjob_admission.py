@@ -10,6 +10,7 @@ import pytest
 from cryptography import x509
 from hypothesis import given
 from hypothesis import strategies as st
+from modelops.api.training import IMMUTABLE_MESSAGE, IMMUTABLE_SPEC_FIELDS
 from modelops.k8s import main, webhook
 from modelops.k8s.config import OperatorConfig
 from modelops.k8s.metrics import OperatorMetrics
@@ -66,6 +67,24 @@ def test_other_kinds_have_no_immutability_rules_here() -> None:
     old = model_deployment()
     new = mutate(old, "spec.model.name", "other")
     webhook.validate_modeldeployment(spec=new["spec"], warnings=[], old=old)
+
+
+def test_the_crd_rejects_the_same_changes_with_transition_rules() -> None:
+    from modelops.api.crd import RESOURCES_BY_KIND, crd_manifest
+
+    crd = crd_manifest(RESOURCES_BY_KIND["TrainingJob"])
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    rules = {r["fieldPath"]: r["rule"] for r in schema["x-kubernetes-validations"]}
+    assert rules[".model"] == "self.model == oldSelf.model"
+    assert rules[".warmStart"].startswith("has(self.warmStart) == has(oldSelf.warmStart)")
+    assert sorted(rules) == sorted(f"spec.{f}"[4:] for f, _ in IMMUTABLE_SPEC_FIELDS)
+    messages = {r["message"] for r in schema["x-kubernetes-validations"]}
+    assert messages == {IMMUTABLE_MESSAGE}
+    # The webhook checks the same fields and says the same.
+    old = training_job()
+    new = mutate(old, "spec.warmStart", {"version": 1})
+    problems, _ = webhook.check("TrainingJob", new["spec"], old["spec"])
+    assert [(p.path, p.message) for p in problems] == [("spec.warmStart", IMMUTABLE_MESSAGE)]
 
 
 # -- certificates -------------------------------------------------------------------------

@@ -49,8 +49,31 @@ class CelRule:
         return out
 
 
+@dataclass(frozen=True)
+class TransitionRule:
+    """An update rule over `self` and `oldSelf`, for the CRD only.
+
+    The API server checks it on every update. It has no Python twin here because a model
+    validates one object; the admission webhook checks the same fields with the old
+    object in hand (see modelops.lifecycle.training.immutable_changes).
+    """
+
+    rule: str
+    message: str
+    field: str | None = None
+
+    def to_schema(self) -> dict[str, str]:
+        out = {"rule": self.rule, "message": self.message}
+        if self.field:
+            out["fieldPath"] = f".{self.field}"
+        return out
+
+
 def _schema_extra(schema: dict[str, Any], cls: type[Any]) -> None:
-    rules: tuple[CelRule, ...] = getattr(cls, "cel_rules", ())
+    rules: tuple[CelRule | TransitionRule, ...] = (
+        *getattr(cls, "cel_rules", ()),
+        *getattr(cls, "transition_rules", ()),
+    )
     if rules:
         schema["x-kubernetes-validations"] = [rule.to_schema() for rule in rules]
 
@@ -67,6 +90,7 @@ class ApiModel(BaseModel):
     )
 
     cel_rules: ClassVar[tuple[CelRule, ...]] = ()
+    transition_rules: ClassVar[tuple[TransitionRule, ...]] = ()
 
     @model_validator(mode="after")
     def _check_cel_rules(self) -> ApiModel:

@@ -18,6 +18,7 @@ from modelops.api.base import (
     Condition,
     ObjectMeta,
     SchedulingSpec,
+    TransitionRule,
 )
 
 RECURRENT = ("rnn", "gru", "lstm")
@@ -442,8 +443,33 @@ class WarmStartSpec(ApiModel):
     )
 
 
+# Fields that decide the checkpoints and the version a job writes: changing them under a
+# job would resume one network from another's checkpoint, or write a version under
+# another name. (camelCase, and whether the field may be absent.)
+IMMUTABLE_SPEC_FIELDS: tuple[tuple[str, bool], ...] = (
+    ("model", False),
+    ("data", False),
+    ("output", False),
+    ("warmStart", True),
+    ("search", True),
+)
+IMMUTABLE_MESSAGE = (
+    "field is immutable: it decides the checkpoints and the model version the job writes; "
+    "create a new TrainingJob instead"
+)
+
+
+def _immutable(field: str, optional: bool) -> TransitionRule:
+    same = f"self.{field} == oldSelf.{field}"
+    if optional:  # adding or removing the field is a change too
+        same = f"has(self.{field}) == has(oldSelf.{field}) && (!has(self.{field}) || {same})"
+    return TransitionRule(rule=same, message=IMMUTABLE_MESSAGE, field=field)
+
+
 class TrainingJobSpec(ApiModel):
     """The desired training of one model version."""
+
+    transition_rules = tuple(_immutable(name, optional) for name, optional in IMMUTABLE_SPEC_FIELDS)
 
     model: ModelSpec = Field(description="Architecture, its parameters and the task.")
     data: DataSpec = Field(description="Training data.")

@@ -15,6 +15,8 @@ from enum import StrEnum
 
 from modelops.api.base import Condition
 from modelops.api.training import (
+    IMMUTABLE_MESSAGE,
+    IMMUTABLE_SPEC_FIELDS,
     Attempt,
     ModelVersionRef,
     TrainingJobSpec,
@@ -476,16 +478,17 @@ def conditions_by_type(conditions: list[Condition]) -> dict[str, Condition]:
 # Spec changes
 # --------------------------------------------------------------------------------------
 
-# Fields that shape the checkpoints and the version a job writes: changing them under a
-# running job would resume one network from another's checkpoint, or write a version
-# under another name. (camelCase name, snake_case attribute)
-IMMUTABLE_FIELDS = (
-    ("model", "model"),
-    ("data", "data"),
-    ("output", "output"),
-    ("warmStart", "warm_start"),
-    ("search", "search"),
-)
+
+def _attribute(wire: str) -> str:
+    """The model attribute of a camelCase field."""
+    return next(
+        name for name, info in TrainingJobSpec.model_fields.items() if (info.alias or name) == wire
+    )
+
+
+# The immutable fields and their message come from the API models, which also put them in
+# the CRD as CEL transition rules: the API server and the webhook say the same thing.
+IMMUTABLE_FIELDS = tuple((wire, _attribute(wire)) for wire, _ in IMMUTABLE_SPEC_FIELDS)
 # Fields read again at each attempt; the running attempt keeps what it started with.
 NEXT_ATTEMPT_FIELDS = (("training", "training"), ("resources", "resources"))
 
@@ -494,15 +497,8 @@ def immutable_changes(old: TrainingJobSpec, new: TrainingJobSpec) -> list[tuple[
     """(field path, message) for each immutable field that differs; defaults are compared."""
     problems = []
     for wire, attr in IMMUTABLE_FIELDS:
-        before, after = getattr(old, attr), getattr(new, attr)
-        if _wire(before) != _wire(after):
-            problems.append(
-                (
-                    f"spec.{wire}",
-                    "field is immutable: it decides the checkpoints and the model version the "
-                    "job writes; create a new TrainingJob instead",
-                )
-            )
+        if _wire(getattr(old, attr)) != _wire(getattr(new, attr)):
+            problems.append((f"spec.{wire}", IMMUTABLE_MESSAGE))
     return problems
 
 
