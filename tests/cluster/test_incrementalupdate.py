@@ -116,9 +116,11 @@ class World:
         return self.update().get("status") or {}
 
     def wait_status(self, what: str, check: Any, timeout: float = 120.0) -> dict[str, Any]:
-        found: dict[str, Any] = wait_for(
-            what, lambda: (s := self.status()) and check(s) and s, timeout=timeout
-        )
+        def probe() -> dict[str, Any] | None:
+            status = self.status()
+            return status if status and check(status) else None  # {} is no answer
+
+        found: dict[str, Any] = wait_for(what, probe, timeout=timeout)
         return found
 
     def runs(self) -> list[str]:
@@ -216,7 +218,13 @@ def baseline(cluster: Cluster, tmp_path: Path) -> World:
 
 
 def events(cluster: Cluster) -> list[str]:
-    return cluster.events(UPDATE)
+    """Reasons of the update's events, oldest first (the ModelDeployment shares its name)."""
+    items = cluster.core.list_namespaced_event(
+        cluster.ns,
+        field_selector=f"involvedObject.name={UPDATE},involvedObject.kind=IncrementalUpdate",
+    ).items
+    ordered = sorted(items, key=lambda e: e.event_time or e.metadata.creation_timestamp)
+    return [e.reason for e in ordered]
 
 
 # -- the tests ----------------------------------------------------------------------------
@@ -227,14 +235,14 @@ def test_new_shards_run_an_update_that_is_promoted_and_rolled_out_across_a_resta
 ) -> None:
     world = baseline(cluster, tmp_path)
     mds = Deployments(k8s, namespace)
+    # No inference servers run under KWOK: the routing calls go to a closed port.
     mds.create(
         md_manifest(
             "digits",
             world.store,
-            [],
+            ["127.0.0.1:1"],
             model={"name": MODEL, "version": "latest", "storeUri": world.store},
             autoscaling={"enabled": False, "intervalSeconds": 1},
-            rollout={"strategy": "rolling"},
         )
     )
     mds.wait("serving version 1", "digits", lambda s: s.get("activeVersion") == 1, timeout=90)
@@ -286,7 +294,7 @@ def test_new_shards_run_an_update_that_is_promoted_and_rolled_out_across_a_resta
     operator.start()
     world.save_version(2)  # what the run's driver writes to the store
     world.train(run, 2)
-    jobs = wait_for("the evaluation Job", lambda: world.evaluation_jobs(), timeout=60)
+    jobs = wait_for("the evaluation Job", lambda: world.evaluation_jobs() or None, timeout=60)
     assert [j.metadata.name for j in jobs] == ["digits-run-1-eval"]
     command = jobs[0].spec.template.spec.containers[0].command
     assert command[command.index("--candidate") + 1] == "2"
