@@ -106,6 +106,7 @@ def test_discovery_uses_pod_ips_or_the_annotation() -> None:
         pod("d", "10.0.0.4", "Pending"),
     ]
     assert [e.address for e in discover(pods, 8080, None)] == ["10.0.0.1:8080", "10.0.0.2:8080"]
+    assert discover(pods, 8080, "") == []  # an empty annotation: no server, not the pods
     static = discover(pods, 8080, "127.0.0.1:9001, 127.0.0.1:9002")
     assert [e.address for e in static] == ["127.0.0.1:9001", "127.0.0.1:9002"]
     mapped = discover(pods, 8080, '{"a": "127.0.0.1:7000"}')

@@ -72,6 +72,18 @@ class Applier:
         self._applied.clear()
 
 
+def create_if_absent(kube: Kube, manifest: Manifest) -> bool:
+    """Create; False when it already exists (its deterministic name says it is ours)."""
+    path = path_of(manifest["kind"], manifest["metadata"]["namespace"])
+    try:
+        kube.request("POST", path, manifest)
+    except ApiError as error:
+        if error.conflict:
+            return False
+        raise
+    return True
+
+
 def trained_versions(kube: Kube, namespace: str, model: str) -> set[int]:
     """Versions of `model` produced by Succeeded TrainingJobs in the namespace."""
     items = kube.list(custom_path(GROUP, VERSION, "trainingjobs", namespace))

@@ -188,10 +188,18 @@ class ServingLoop:
         replicas = await self._autoscale(spec, status, snapshot, now, stamp, result)
         if status.active_version is not None or spec.ensemble is not None:
             await self._apply_children(spec, status, replicas)
-            routing_problem = await self._route(spec, status, plan, endpoints)
+            # Routing and batch prediction fail on their own: the status is still written.
+            try:
+                routing_problem = await self._route(spec, status, plan, endpoints)
+            except Exception as error:
+                log.exception("%s/%s: routing", self.namespace, self.name)
+                routing_problem = f"routing: {error}"[:1024]
             if routing_problem:
                 degraded = ("RoutingFailed", routing_problem)
-            await self._batch(spec, status, stamp)
+            try:
+                await self._batch(spec, status, stamp)
+            except Exception:
+                log.exception("%s/%s: batch prediction", self.namespace, self.name)
         self._observe_deployment(status)
         self._summarize(status, spec, snapshot)
         degraded = self._rolled_back(status) or degraded
@@ -449,7 +457,7 @@ class ServingLoop:
             ):
                 return  # finished and since removed (TTL or by hand): keep the record
             try:
-                await self.shared.call(self.shared.kube.create_if_absent, manifest)
+                await self.shared.call(children.create_if_absent, self.shared.kube, manifest)
             except ApiError as error:
                 log.warning("%s/%s: batch job: %s", self.namespace, self.name, error)
             job = {"name": job_name}

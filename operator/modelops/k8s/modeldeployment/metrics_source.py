@@ -92,7 +92,8 @@ def _serving(pod: Mapping[str, Any]) -> bool:
 
 def discover(pods: Iterable[Mapping[str, Any]], port: int, override: str | None) -> list[Endpoint]:
     """The servers to read: running pods at their IP, unless the annotation says otherwise."""
-    parsed = parse_override(override) if override else None
+    # An empty annotation is an empty list: no server to read (not "use the pods").
+    parsed = parse_override(override) if override is not None else None
     if isinstance(parsed, list):
         return [Endpoint(address, address) for address in parsed]
     mapping = parsed or {}

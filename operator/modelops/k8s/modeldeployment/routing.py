@@ -16,6 +16,7 @@ back on the next pass.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -82,14 +83,24 @@ def _headers() -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"} if token else {}
 
 
+async def _answer(response: aiohttp.ClientResponse, what: str) -> dict[str, Any]:
+    """The JSON object of a 200 answer; anything else is an error naming what came back."""
+    text = await response.text()
+    try:
+        body = json.loads(text) if text else None
+    except ValueError:
+        body = None
+    if response.status != 200 or not isinstance(body, dict):
+        detail = body.get("error", body) if isinstance(body, dict) else text[:200]
+        raise RuntimeError(f"{what}: HTTP {response.status}: {detail}")
+    return body
+
+
 async def read_state(session: aiohttp.ClientSession, endpoint: Endpoint) -> dict[str, Any]:
     """The server's routing, loaded versions and quality summary."""
     url = f"{endpoint.url}/v2/admin/routing"
     async with session.get(url, headers=_headers(), timeout=GET_TIMEOUT) as response:
-        body: dict[str, Any] = await response.json(content_type=None)
-        if response.status != 200:
-            raise RuntimeError(f"GET routing: HTTP {response.status}: {body.get('error', body)}")
-        return body
+        return await _answer(response, "GET routing")
 
 
 async def _put(session: aiohttp.ClientSession, endpoint: Endpoint, split: Split) -> dict[str, Any]:
@@ -97,10 +108,7 @@ async def _put(session: aiohttp.ClientSession, endpoint: Endpoint, split: Split)
     async with session.put(
         url, json=split.to_json(), headers=_headers(), timeout=PUT_TIMEOUT
     ) as response:
-        body: dict[str, Any] = await response.json(content_type=None)
-        if response.status != 200:
-            raise RuntimeError(f"PUT routing: HTTP {response.status}: {body.get('error', body)}")
-        return body
+        return await _answer(response, "PUT routing")
 
 
 async def apply_split(
