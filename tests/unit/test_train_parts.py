@@ -54,9 +54,12 @@ def test_optimizer_state_round_trips_without_pickle(name: OptimizerName, tmp_pat
     spec = OptimizerSpec(name=name, learning_rate=0.01, momentum=0.5 if name != "sgd" else 0.9)
 
     def step(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        optimizer.zero_grad()
-        model(torch.ones(4, 3)).pow(2).sum().backward()
-        optimizer.step()
+        # enable_grad: an earlier test in the session may have loaded a predictor, which
+        # turns gradients off for the whole process.
+        with torch.enable_grad():
+            optimizer.zero_grad()
+            model(torch.ones(4, 3)).pow(2).sum().backward()
+            optimizer.step()
 
     model = torch.nn.Linear(3, 2)
     optimizer = make_optimizer(spec, model.parameters(), 0.01)
