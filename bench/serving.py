@@ -333,7 +333,8 @@ def _wait_http(
             if body is None:
                 reply = httpx.get(f"http://127.0.0.1:{port}{path}", timeout=2)
             else:
-                reply = httpx.post(f"http://127.0.0.1:{port}{path}", content=body, timeout=5)
+                reply = httpx.post(f"http://127.0.0.1:{port}{path}", content=body, timeout=5,
+                                   headers={"content-type": "application/json"})
             if reply.status_code == 200:
                 return
         except httpx.HTTPError:
