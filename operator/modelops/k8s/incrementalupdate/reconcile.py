@@ -445,8 +445,7 @@ class Reconciler:
         draft.status.model_name = ctx.model
         finished = False
         if draft.status.current_run is not None:
-            serving = serving_version(jobs, ctx.model, draft.status)
-            requeue = self._advance(ctx, draft, by_name, serving)
+            requeue = self._advance(ctx, draft, by_name)
             if draft.status.current_run is not None:
                 return requeue
             finished = True
@@ -603,11 +602,7 @@ class Reconciler:
     # -- the run in flight ----------------------------------------------------------------
 
     def _advance(
-        self,
-        ctx: builders.UpdateContext,
-        draft: _Draft,
-        by_name: dict[str, Body],
-        serving: int | None,
+        self, ctx: builders.UpdateContext, draft: _Draft, by_name: dict[str, Body]
     ) -> float | None:
         status = draft.status
         run = status.current_run
