@@ -116,8 +116,8 @@ def _add_operator_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser
     op.add_argument("--webhook-cert-dir", help="tls.crt/tls.key; generated there when absent")
     op.add_argument(
         "--webhook-config-name",
-        default="modelops.dev",
-        help="name of the managed ValidatingWebhookConfiguration",
+        help="let the operator manage this ValidatingWebhookConfiguration "
+        "(unmanaged when omitted: the Helm chart owns it)",
     )
     op.add_argument("--peering", help="Kopf peering name (MODELOPS_PEERING); standalone if unset")
     op.add_argument(

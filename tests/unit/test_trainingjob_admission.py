@@ -162,8 +162,12 @@ def test_kopf_keeps_its_state_in_modelops_annotations() -> None:
     assert isinstance(settings.persistence.diffbase_storage, kopf.AnnotationsDiffBaseStorage)
     assert settings.persistence.finalizer == "modelops.dev/finalizer"
     assert settings.peering.standalone is True
-    assert settings.admission.managed == "modelops.dev"
+    # The chart owns the webhook configuration unless the operator is told to manage one.
+    assert settings.admission.managed is None
     assert isinstance(settings.admission.server, webhook.WebhookServer)
+    managed = kopf.OperatorSettings()
+    main.configure(managed, OperatorConfig(), main.RunOptions(webhook_config_name="modelops.dev"))
+    assert managed.admission.managed == "modelops.dev"
 
 
 def test_peering_when_named_and_no_webhook_when_disabled() -> None:
@@ -173,6 +177,7 @@ def test_peering_when_named_and_no_webhook_when_disabled() -> None:
     assert settings.peering.standalone is False
     assert settings.peering.name == "modelops" and settings.peering.mandatory
     assert settings.peering.clusterwide is False
+    assert settings.peering.priority > 0, "equal priorities would pause every replica"
     assert settings.admission.server is None
     assert main.WEBHOOK_MODULE not in main.handler_modules(main.RunOptions(webhook=False))
     assert "modelops.k8s.trainingjob.handlers" in main.HANDLER_MODULES

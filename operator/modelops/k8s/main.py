@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import random
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -41,7 +42,9 @@ class RunOptions:
 
     webhook: bool = True
     webhook_addr: str = "0.0.0.0"
-    webhook_config_name: str = PREFIX
+    # Kopf creates and patches this ValidatingWebhookConfiguration; None leaves it to the
+    # Helm chart (Kopf would also strip it on shutdown, disabling admission mid-rollout).
+    webhook_config_name: str | None = None
     kubeconfig: str | None = None
     retry_backoff_seconds: float = 10.0
     resync_seconds: float = 300.0
@@ -65,6 +68,9 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig, options: 
         settings.peering.name = config.peering_name
         settings.peering.mandatory = True
         settings.peering.clusterwide = not config.namespaces
+        # Peers of equal priority all pause; distinct random priorities elect one active
+        # replica and keep the others on standby until its peering record expires.
+        settings.peering.priority = random.randint(1, 2**31 - 1)
     # Watches are re-established on this period, bounding how stale a missed event leaves us.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
@@ -78,7 +84,8 @@ def configure(settings: kopf.OperatorSettings, config: OperatorConfig, options: 
             host=config.webhook_host,
             cert_dir=config.webhook_cert_dir,
         )
-        settings.admission.managed = options.webhook_config_name
+        if options.webhook_config_name:
+            settings.admission.managed = options.webhook_config_name
 
 
 def handler_modules(options: RunOptions) -> list[str]:
