@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import aiohttp  # noqa: E402
+
 from modelops.api.deployment import AutoscalingSpec  # noqa: E402
 from modelops.k8s.modeldeployment.metrics_source import Endpoint, scrape  # noqa: E402
 from modelops.k8s.modeldeployment.samples import Totals  # noqa: E402

@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
+
 from modelops.api.training import TrainingJob  # noqa: E402
 from modelops.api.update import IncrementalUpdateSpec  # noqa: E402
 from modelops.lifecycle.update import child_training_spec  # noqa: E402

@@ -99,6 +99,7 @@ def run_naive(store: str, port: int) -> None:
     import torch
     import uvicorn
     from fastapi import FastAPI
+
     from modelops_runtime import artifacts
     from modelops_runtime.predictor import load_predictor
 
@@ -130,10 +131,11 @@ def run_ray(store: str, port: int) -> None:
     import numpy as np
     import ray
     import torch
-    from modelops_runtime import artifacts
-    from modelops_runtime.predictor import load_predictor
     from ray import serve
     from starlette.requests import Request
+
+    from modelops_runtime import artifacts
+    from modelops_runtime.predictor import load_predictor
 
     # On one busy core the raylet can take longer than Ray's default wait to register.
     os.environ.setdefault("RAY_raylet_start_wait_time_s", "180")

@@ -25,11 +25,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from kubernetes import client
+
 from modelops.api.training import DataFormat
 from modelops.lifecycle.training_report import TrainingResult
 from modelops_runtime import artifacts
 from modelops_runtime.data.shards import snapshot
-
 from tests.cluster.modeldeployment_helpers import Deployments
 from tests.cluster.modeldeployment_helpers import manifest as md_manifest
 from tests.cluster.operator_fixture import OperatorProcess, running_operator, wait_for

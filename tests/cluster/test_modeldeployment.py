@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from modelops.lifecycle.training_report import TrainingResult
 
+from modelops.lifecycle.training_report import TrainingResult
 from tests.cluster.modeldeployment_helpers import (
     Deployments,
     Load,

@@ -16,10 +16,10 @@ from collections.abc import Iterator
 import aiohttp
 import httpx
 import pytest
+
 from modelops.k8s.modeldeployment.metrics_source import Endpoint, query_prometheus, scrape
 from modelops.k8s.modeldeployment.routing import Split, apply_split
 from modelops.k8s.modeldeployment.samples import Reading, Totals
-
 from tests.cluster.modeldeployment_helpers import (
     MODEL,
     Load,

@@ -12,8 +12,8 @@ import threading
 from typing import Any
 
 from kubernetes import client
-from modelops.lifecycle.training_report import TrainingResult
 
+from modelops.lifecycle.training_report import TrainingResult
 from tests.cluster.operator_fixture import wait_for
 from tests.unit.manifests import training_job
 

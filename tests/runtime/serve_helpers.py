@@ -25,6 +25,7 @@ import httpx
 import numpy as np
 import orjson
 import torch
+
 from modelops.api.artifact import EnsembleCard, EnsembleMemberCard, ModelCard, TensorSpec
 from modelops.api.training import Architecture, EnsembleMethod, ModelSpec, Task
 from modelops_runtime import artifacts

@@ -10,6 +10,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+
 from modelops.local.balancer import Balancer
 from modelops.local.processes import Supervisor, marked_processes
 

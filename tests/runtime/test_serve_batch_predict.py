@@ -18,11 +18,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from modelops.api.training import DataFormat
 from modelops_runtime import artifacts
 from modelops_runtime.batch_predict import main, run
 from modelops_runtime.predictor import load_predictor
-
 from tests.runtime.serve_helpers import CLASSES, N_FEATURES, save_classifier
 
 pytestmark = pytest.mark.runtime

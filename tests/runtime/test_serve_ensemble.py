@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+
 from modelops_runtime import artifacts
 from modelops_runtime.predictor import load_predictor
-
 from tests.runtime.serve_helpers import N_FEATURES, ServerProcess, infer_body, make_store
 
 pytestmark = pytest.mark.runtime

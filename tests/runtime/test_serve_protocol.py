@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from modelops_runtime import artifacts
 from modelops_runtime.predictor import Predictor, load_predictor
-
 from tests.runtime.serve_helpers import (
     CLASSES,
     N_FEATURES,

@@ -13,11 +13,11 @@ import httpx
 import numpy as np
 import orjson
 import pytest
+
 from modelops_runtime import artifacts
 from modelops_runtime.predictor import load_predictor
 from modelops_runtime.serve.config import parse_config
 from modelops_runtime.serve.routing import Routing
-
 from tests.runtime.serve_helpers import (
     N_FEATURES,
     ServerProcess,

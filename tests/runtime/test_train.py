@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+
 from modelops_runtime import artifacts
 from modelops_runtime.data.split import rank_by_hash
 from modelops_runtime.predictor import load_predictor
 from modelops_runtime.train import job
 from modelops_runtime.train.loop import EpochEnd
-
 from tests.runtime.train_helpers import digits_spec, training_job
 
 pytestmark = pytest.mark.runtime

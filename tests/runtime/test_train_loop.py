@@ -13,11 +13,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from modelops_runtime import artifacts
 from modelops_runtime.predictor import load_predictor
 from modelops_runtime.train import job
 from modelops_runtime.train.loop import EpochEnd
-
 from tests.runtime.train_helpers import digits_spec, series_spec, training_job
 
 pytestmark = pytest.mark.runtime

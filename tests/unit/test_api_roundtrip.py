@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from modelops.api.base import API_VERSION
-from modelops.api.crd import RESOURCES, ResourceInfo, openapi_schema
 from pydantic import ValidationError
 
+from modelops.api.base import API_VERSION
+from modelops.api.crd import RESOURCES, ResourceInfo, openapi_schema
 from tests.unit.schema_strategy import from_schema
 
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 import yaml
+
 from modelops.api.validation import parse_resource, validate_spec, validate_text
 from modelops.cli import main as cli_main
-
 from tests.unit.manifests import (
     DELETE,
     EXAMPLES,

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from modelops.api.base import Condition, ConditionStatus, ObjectMeta
 from modelops.api.deployment import (
     ModelDeployment,

@@ -7,6 +7,7 @@ import random
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from modelops.api.deployment import AutoscalingSpec, ScalingRule
 from modelops.lifecycle.autoscale import (
     Decision,

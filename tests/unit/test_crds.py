@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from modelops import crdgen
 from modelops.api.crd import RESOURCES, ResourceInfo, crd_manifest
 

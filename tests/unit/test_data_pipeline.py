@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from modelops.api.artifact import ShardInfo
 from modelops.api.training import DataFormat, SequenceSpec, Task
 from modelops_runtime.data import split

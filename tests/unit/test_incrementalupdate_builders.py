@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from modelops.api.base import NAME_PATTERN
 from modelops.api.training import DataFormat, TrainingJobSpec
 from modelops.api.update import IncrementalUpdateSpec, IncrementalUpdateStatus, RunRecord
@@ -24,7 +25,6 @@ from modelops.k8s.incrementalupdate.reconcile import (
     parse_comparison,
     serving_version,
 )
-
 from tests.unit.manifests import incremental_update, training_job
 
 UID = "0b6d1a52-0000-4000-8000-00000000abcd"

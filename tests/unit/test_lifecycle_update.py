@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from modelops.api.artifact import ShardInfo, SnapshotManifest
 from modelops.api.training import Mode, TrainingJob
 from modelops.api.update import (
@@ -26,7 +27,6 @@ from modelops.lifecycle.update import (
     run_name,
     should_start_run,
 )
-
 from tests.unit.manifests import incremental_update, mutate, training_job
 
 NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+
 from modelops.api.deployment import ModelDeployment, ModelDeploymentSpec
 from modelops.k8s.modeldeployment import builders, names
-
 from tests.unit.manifests import model_deployment
 
 

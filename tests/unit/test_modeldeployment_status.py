@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
 from modelops.api.deployment import LiveMetrics, ModelDeploymentStatus, RolloutSpec
 from modelops.k8s.modeldeployment import status as report
 from modelops.k8s.modeldeployment.metrics_source import EndpointsError, discover, promql
@@ -15,7 +17,6 @@ from modelops.k8s.modeldeployment.samples import (
     parse_exposition,
 )
 from modelops.lifecycle.rollout import GateInput, RolloutState, VersionMetrics, plan_rollout
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from modelops.api.deployment import AnalysisSpec, ModelRef, RolloutSpec
 from modelops.lifecycle.rollout import (
     Action,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from modelops.lifecycle.servermetrics import parse_exposition, quantile, window
 
 

@@ -14,6 +14,8 @@ import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
+from sklearn import metrics as skm
+
 from modelops.api.artifact import ShardInfo
 from modelops.api.training import (
     Loss,
@@ -31,7 +33,6 @@ from modelops_runtime.train.optim import learning_rate, make_optimizer
 from modelops_runtime.train.resources import quantity
 from modelops_runtime.train.search import apply_params, sample_space
 from modelops_runtime.train.warmstart import replay_sample
-from sklearn import metrics as skm
 
 
 def test_warmup_then_step_schedule() -> None:

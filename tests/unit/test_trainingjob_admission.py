@@ -10,13 +10,13 @@ import pytest
 from cryptography import x509
 from hypothesis import given
 from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
 from modelops.api.training import IMMUTABLE_MESSAGE, IMMUTABLE_SPEC_FIELDS
 from modelops.k8s import main, webhook
 from modelops.k8s.config import OperatorConfig
 from modelops.k8s.metrics import OperatorMetrics
 from modelops.k8s.versions import VersionBook
-from prometheus_client import CollectorRegistry
-
 from tests.unit.manifests import incremental_update, model_deployment, mutate, training_job
 
 # -- admission ----------------------------------------------------------------------------

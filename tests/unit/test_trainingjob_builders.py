@@ -9,10 +9,10 @@ import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
+
 from modelops.api.base import NAME_PATTERN
 from modelops.api.training import TrainingJobSpec
 from modelops.k8s.trainingjob import builders, names
-
 from tests.unit.manifests import training_job
 
 UID = "0b6d1a52-0000-4000-8000-000000000001"

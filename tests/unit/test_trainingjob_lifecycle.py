@@ -8,6 +8,7 @@ from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from modelops.api.base import ConditionStatus
 from modelops.api.training import TrainingJobSpec, TrainingJobStatus, TrainingPhase
 from modelops.lifecycle.conditions import get_condition
@@ -26,7 +27,6 @@ from modelops.lifecycle.training import (
     retry_delay,
 )
 from modelops.lifecycle.training_report import TrainingResult
-
 from tests.unit.manifests import training_job
 
 T0 = datetime(2026, 1, 1, 12, 0, tzinfo=UTC)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
+
 from modelops.api.artifact import ShardInfo, SnapshotManifest
 from modelops.api.training import TrainingJob
 from modelops.k8s.trainingjob import builders, driver, names
@@ -20,7 +21,6 @@ from modelops.lifecycle.training_report import (
     parse_result,
     snapshot_summary,
 )
-
 from tests.unit.manifests import training_job
 
 # -- messages -----------------------------------------------------------------------------

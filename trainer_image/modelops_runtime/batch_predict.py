@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from modelops.api.training import DataFormat
 
+from modelops.api.training import DataFormat
 from modelops_runtime import artifacts
 from modelops_runtime.data.readers import iter_chunks
 from modelops_runtime.data.shards import list_shards

@@ -15,7 +15,6 @@ import os
 from typing import Any
 
 from modelops.api.training import DataFormat
-
 from modelops_runtime import artifacts
 from modelops_runtime.data.pipeline import DataPlan
 from modelops_runtime.evaluate import (

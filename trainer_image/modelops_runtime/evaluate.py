@@ -12,9 +12,9 @@ import json
 from typing import Protocol
 
 import numpy as np
+
 from modelops.api.artifact import ModelCard
 from modelops.api.training import DataFormat, SequenceSpec, Task
-
 from modelops_runtime import artifacts
 from modelops_runtime.data.pipeline import DataPlan, Part, iter_examples
 from modelops_runtime.data.shards import snapshot

@@ -12,10 +12,10 @@ from typing import Protocol
 
 import numpy as np
 import torch
-from modelops.api.artifact import EnsembleCard, EnsembleMemberCard, ModelCard
-from modelops.api.training import EnsembleMethod, Task
 from torch import nn
 
+from modelops.api.artifact import EnsembleCard, EnsembleMemberCard, ModelCard
+from modelops.api.training import EnsembleMethod, Task
 from modelops_runtime import artifacts
 from modelops_runtime.models import build_model
 

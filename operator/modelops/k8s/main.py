@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import importlib
 import logging
-import random
 import os
+import random
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -35,17 +35,15 @@ KIND = "IncrementalUpdate"
 
 
 def _listing(uri: str, fmt: str) -> SnapshotManifest:
-    from modelops_runtime.data.shards import snapshot  # heavy imports, only when used
-
     from modelops.api.training import DataFormat
+    from modelops_runtime.data.shards import snapshot  # heavy imports, only when used
 
     return snapshot(uri, DataFormat(fmt))
 
 
 def _columns(uri: str, fmt: str) -> list[str]:
-    from modelops_runtime.data.readers import read_columns
-
     from modelops.api.training import DataFormat
+    from modelops_runtime.data.readers import read_columns
 
     columns: list[str] = read_columns(uri, DataFormat(fmt))
     return columns

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
-from modelops.api.training import SequenceSpec, Task
 
+from modelops.api.training import SequenceSpec, Task
 from modelops_runtime.data import split
 from modelops_runtime.data.readers import Chunk
 from modelops_runtime.data.stats import label_key

@@ -11,9 +11,9 @@ from typing import Literal
 
 import numpy as np
 import torch
+
 from modelops.api.artifact import ShardInfo
 from modelops.api.training import DataFormat, SequenceSpec, Task
-
 from modelops_runtime.data import split
 from modelops_runtime.data.examples import Examples, Layout, make_layout
 from modelops_runtime.data.partition import Slice, assign

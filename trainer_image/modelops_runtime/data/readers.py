@@ -8,8 +8,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
-from modelops.api.training import DataFormat
 
+from modelops.api.training import DataFormat
 from modelops_runtime import artifacts
 
 Chunk = dict[str, np.ndarray]

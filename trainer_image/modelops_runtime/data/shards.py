@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 
 import pyarrow.parquet as pq
+
 from modelops.api.artifact import ShardInfo, SnapshotManifest
 from modelops.api.training import DataFormat
-
 from modelops_runtime import artifacts
 from modelops_runtime.data.readers import read_columns
 

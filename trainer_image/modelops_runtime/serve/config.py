@@ -10,7 +10,6 @@ import argparse
 from dataclasses import dataclass
 
 from modelops.api.deployment import BatchingSpec
-
 from modelops_runtime.serve.registry import VersionSpec, parse_members
 
 _DEFAULTS = BatchingSpec()

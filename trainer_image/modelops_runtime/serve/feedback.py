@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from modelops.api.artifact import ModelCard
 
+from modelops.api.artifact import ModelCard
 from modelops_runtime.serve.errors import InvalidInput
 
 

@@ -14,8 +14,8 @@ from typing import Any
 
 import numpy as np
 import orjson
-from modelops.api.artifact import ModelCard, TensorSpec
 
+from modelops.api.artifact import ModelCard, TensorSpec
 from modelops_runtime.serve.errors import InvalidInput
 
 # Numeric datatypes a client may send for an FP32 input; values are cast to float32.

@@ -16,9 +16,9 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 
 import numpy as np
+
 from modelops.api.artifact import ModelCard
 from modelops.api.training import EnsembleMethod
-
 from modelops_runtime import artifacts
 from modelops_runtime.predictor import Predictor, compose, load_predictor
 from modelops_runtime.serve.batching import Batcher

@@ -17,9 +17,9 @@ import uuid
 from pathlib import Path
 
 import yaml
+
 from modelops.api.training import TrainingJob
 from modelops.api.validation import parse_resource
-
 from modelops_runtime.train import progress
 
 

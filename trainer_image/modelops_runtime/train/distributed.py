@@ -14,10 +14,10 @@ from typing import Any
 
 import ray.train
 import ray.train.torch
-from modelops.api.training import WorkerResources
 from ray.train import FailureConfig, RunConfig, ScalingConfig, UserCallback
 from ray.train.torch import TorchConfig, TorchTrainer
 
+from modelops.api.training import WorkerResources
 from modelops_runtime.train import loop, progress
 from modelops_runtime.train.comm import Comm
 from modelops_runtime.train.resources import quantity

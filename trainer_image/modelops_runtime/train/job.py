@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
 from modelops.api.artifact import SnapshotManifest
 from modelops.api.training import (
     DataSnapshot,
@@ -19,7 +20,6 @@ from modelops.api.training import (
     TrainingJob,
     TrainingJobSpec,
 )
-
 from modelops_runtime import artifacts
 from modelops_runtime.data import shards as shard_files
 from modelops_runtime.data.pipeline import DataPlan, Part, ReadLog, Scaling, survey

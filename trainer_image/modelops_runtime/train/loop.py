@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from modelops.api.training import Mode, ModelSpec, Task, TrainingSpec
 from torch import nn
 
+from modelops.api.training import Mode, ModelSpec, Task, TrainingSpec
 from modelops_runtime import artifacts
 from modelops_runtime.data import split
 from modelops_runtime.data.pipeline import (

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+
 from modelops.api.training import Loss, Task
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]

@@ -6,6 +6,7 @@ import math
 from collections.abc import Iterable
 
 import torch
+
 from modelops.api.training import OptimizerName, OptimizerSpec, ScheduleSpec, ScheduleType
 
 

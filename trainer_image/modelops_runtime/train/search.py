@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 import yaml
-from modelops.api.training import Mode, ParamType, SearchParameter, SearchSpec, TrainingJobSpec
 from ray import tune
 
+from modelops.api.training import Mode, ParamType, SearchParameter, SearchSpec, TrainingJobSpec
 from modelops_runtime import artifacts
 from modelops_runtime.train import checkpoint, loop, progress
 from modelops_runtime.train.comm import Comm

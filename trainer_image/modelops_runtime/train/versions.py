@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import torch
+
 from modelops.api.artifact import (
     EnsembleCard,
     EnsembleMemberCard,
@@ -15,7 +16,6 @@ from modelops.api.artifact import (
     TensorSpec,
 )
 from modelops.api.training import Architecture, EnsembleMethod, ModelSpec, Task
-
 from modelops_runtime import artifacts
 from modelops_runtime.data.pipeline import DataPlan, Part
 from modelops_runtime.evaluate import TRAINING_RECORD, evaluate_predictor

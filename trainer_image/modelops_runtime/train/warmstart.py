@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from modelops.api.artifact import ModelCard, ShardInfo, SnapshotManifest
 from modelops.api.training import TrainingJobSpec
 from modelops.lifecycle.delta import DataDelta, compute_delta
-
 from modelops_runtime import artifacts
 from modelops_runtime.data import split
 from modelops_runtime.data.pipeline import Scaling
