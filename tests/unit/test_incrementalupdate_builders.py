@@ -20,11 +20,11 @@ from modelops.k8s.incrementalupdate import builders, names
 from modelops.k8s.incrementalupdate.reconcile import (
     Comparison,
     RuntimeData,
-    already_tried,
     evaluation_state,
     parse_comparison,
     serving_version,
 )
+from modelops.lifecycle.update import already_tried
 from tests.unit.manifests import incremental_update, training_job
 
 UID = "0b6d1a52-0000-4000-8000-00000000abcd"

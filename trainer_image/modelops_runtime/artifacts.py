@@ -7,15 +7,15 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import fsspec
-import torch
 from fsspec.spec import AbstractFileSystem
-from safetensors.torch import load as load_safetensors
-from safetensors.torch import save as save_safetensors
 
 from modelops.api.artifact import ModelCard, SnapshotManifest
+
+if TYPE_CHECKING:
+    import torch
 
 CARD = "model.json"
 WEIGHTS = "model.safetensors"
@@ -87,6 +87,10 @@ def read_json(uri: str) -> Any:
 
 
 def save_weights(uri: str, tensors: dict[str, torch.Tensor]) -> None:
+    # torch is imported where weights are touched: the operator lists data through this
+    # module and has no torch.
+    from safetensors.torch import save as save_safetensors
+
     fs, path = filesystem(uri)
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     blob = save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
@@ -95,6 +99,8 @@ def save_weights(uri: str, tensors: dict[str, torch.Tensor]) -> None:
 
 
 def load_weights(uri: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load as load_safetensors
+
     fs, path = filesystem(uri)
     with fs.open(path, "rb") as handle:
         blob = handle.read()

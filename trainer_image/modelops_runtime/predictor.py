@@ -117,7 +117,6 @@ class Predictor:
 
 def load_predictor(folder_uri: str) -> Predictor:
     """Load the version stored at `folder_uri` (no training code is imported)."""
-    torch.set_grad_enabled(False)
     card = artifacts.load_card(folder_uri)
     if card.ensemble is None:
         return Predictor(card, [_load_single(folder_uri, card)], [1.0], EnsembleMethod.MEAN)

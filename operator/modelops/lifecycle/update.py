@@ -95,3 +95,14 @@ def record_run(status: IncrementalUpdateStatus, record: RunRecord, limit: int) -
 def run_name(update_name: str, sequence: int) -> str:
     """Deterministic child name, so a restarted operator finds the run it started."""
     return f"{update_name}-run-{sequence}"[:253]
+
+
+def already_tried(status: IncrementalUpdateStatus, digest: str) -> RunRecord | None:
+    """The last run, when it ran on exactly this data and did not promote: trying again
+    would repeat it, so a new run waits for the data to change."""
+    if not status.history:
+        return None
+    last = status.history[-1]
+    if last.decision != "Promoted" and last.snapshot_digest == digest:
+        return last
+    return None

@@ -27,7 +27,13 @@ from modelops.api.update import (
 from modelops.lifecycle.conditions import set_condition
 from modelops.lifecycle.delta import compute_delta, schema_problem
 from modelops.lifecycle.promotion import decide_promotion
-from modelops.lifecycle.update import child_training_spec, record_run, run_name, should_start_run
+from modelops.lifecycle.update import (
+    already_tried,
+    child_training_spec,
+    record_run,
+    run_name,
+    should_start_run,
+)
 from modelops.local.context import LocalContext, now
 from modelops.local.training import LocalTraining
 
@@ -39,6 +45,13 @@ def _listing(uri: str, fmt: str) -> SnapshotManifest:
     from modelops_runtime.data.shards import snapshot  # heavy imports, only when used
 
     return snapshot(uri, DataFormat(fmt))
+
+
+def shard_digest(listing: SnapshotManifest) -> str:
+    from modelops_runtime.data.shards import digest
+
+    value: str = digest(listing)
+    return value
 
 
 def _columns(uri: str, fmt: str) -> list[str]:
@@ -72,7 +85,6 @@ class LocalUpdate:
         )
         self.run: LocalTraining | None = None
         self.last_check: datetime | None = None
-        self.sequence = len(self.status.history) + (1 if self.status.current_run else 0)
         if self.status.current_run is not None:  # resume the run a previous process started
             self.run = self._training(self.status.current_run.training_job, resume=True)
 
@@ -131,10 +143,13 @@ class LocalUpdate:
 
     def _finish(self, decision: str, reason: str, version: int | None, **metrics: Any) -> None:
         assert self.status.current_run is not None
+        run = self.status.current_run
         record = RunRecord(
-            training_job=self.status.current_run.training_job,
+            training_job=run.training_job,
             version=version,
-            delta=self.status.current_run.delta,
+            delta=run.delta,
+            current_version=run.base_version,
+            snapshot_digest=run.snapshot_digest,
             decision=decision,
             reason=reason,
             finished_at=now(),
@@ -208,12 +223,13 @@ class LocalUpdate:
                 ),
             }
         )
+        digest = shard_digest(listing)
         decision = should_start_run(
             self.update.spec, self.status, summary, now(), self.last_check, promoted
         )
         self.last_check = now()
-        if not decision.start:
-            return
+        if not decision.start or already_tried(self.status, digest) is not None:
+            return  # a rejected or failed run on this very data would only repeat itself
         expected = baseline.columns if baseline else listing.columns
         for shard in delta.fresh:
             found = await asyncio.to_thread(
@@ -221,19 +237,23 @@ class LocalUpdate:
             )
             problem = schema_problem(expected, found, shard.path)
             if problem:
-                self._start_run(summary)
+                self._start_run(summary, digest)
                 self._finish("Failed", problem, None)
                 return
-        self._start_run(summary)
+        self._start_run(summary, digest)
 
-    def _start_run(self, delta: DataDelta) -> None:
-        self.sequence += 1
-        name = run_name(self.name, self.sequence)
+    def _start_run(self, delta: DataDelta, digest: str) -> None:
+        runs = self.status.runs + 1
+        name = run_name(self.name, runs)
+        current = CurrentRun(
+            training_job=name,
+            started_at=now(),
+            delta=delta,
+            base_version=self.promoted(),
+            snapshot_digest=digest,
+        )
         self.status = self.status.model_copy(
-            update={
-                "current_run": CurrentRun(training_job=name, started_at=now(), delta=delta),
-                "phase": UpdatePhase.TRAINING,
-            }
+            update={"current_run": current, "phase": UpdatePhase.TRAINING, "runs": runs}
         )
         self.run = self._training(name)
         self.ctx.event(

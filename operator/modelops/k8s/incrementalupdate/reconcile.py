@@ -54,7 +54,7 @@ from modelops.lifecycle.promotion import decide_promotion
 from modelops.lifecycle.status import status_changed, status_patch
 from modelops.lifecycle.training import EventNote
 from modelops.lifecycle.training_report import snapshot_summary
-from modelops.lifecycle.update import record_run, should_start_run
+from modelops.lifecycle.update import already_tried, record_run, should_start_run
 
 log = logging.getLogger(__name__)
 
@@ -309,17 +309,6 @@ def evaluation_state(job: Mapping[str, Any] | None, pods: list[Body]) -> Evaluat
         if message:
             detail = f"{detail}; {_tail(message)}"
     return Evaluation(failure=detail)
-
-
-def already_tried(status: IncrementalUpdateStatus, digest: str) -> RunRecord | None:
-    """The last run, when it ran on exactly this data and did not promote: trying again
-    would repeat it, so a new run waits for the data to change."""
-    if not status.history:
-        return None
-    last = status.history[-1]
-    if last.decision != "Promoted" and last.snapshot_digest == digest:
-        return last
-    return None
 
 
 def _parse_status(raw: dict[str, Any]) -> IncrementalUpdateStatus:
