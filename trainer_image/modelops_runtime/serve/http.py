@@ -1,10 +1,10 @@
 """A small HTTP/1.1 server: asyncio protocol + httptools parser (uvloop when present).
 
-Why not aiohttp or uvicorn: on the 1-2 cores a model replica gets, per-request
-framework overhead is what limits throughput; this keeps only what an inference
-endpoint needs (keep-alive, pipelining in order, Content-Length and chunked
-bodies, Expect: 100-continue) and measured ~2x aiohttp's empty-handler rate
-(see docs/benchmarks.md, Serving).
+Why not aiohttp or uvicorn: this keeps only what an inference endpoint needs
+(keep-alive, pipelining in order, Content-Length and chunked bodies, Expect:
+100-continue) with no per-request framework objects, and it controls the bounds
+below directly. For speed it measured even with an aiohttp hello-world on uvloop
+(docs/benchmarks.md, Serving), so the control, not raw speed, is the reason.
 
 Bounds, so memory never grows with load: bodies over `max_body` get 413 and the
 connection is closed before the rest is read; headers over `max_header_bytes`
