@@ -147,7 +147,8 @@ def _values(spec: TensorSpec, outputs: Outputs, card: ModelCard) -> np.ndarray |
         return outputs.predictions.astype(np.int64, copy=False)
     if spec.datatype == "BYTES":
         classes = card.classes or []
-        return [classes[i] for i in outputs.predictions.tolist()]
+        indices = outputs.predictions.reshape(-1).tolist()
+        return [classes[i] if 0 <= i < len(classes) else str(i) for i in indices]
     scores = outputs.scores
     if len(spec.shape) == 1 and scores.ndim == 2 and scores.shape[1] == 1:
         return scores[:, 0]  # a single value per row, served as a vector
