@@ -110,6 +110,7 @@ class Batcher:
         """Refuse new requests, finish the queued ones, then stop."""
         self._closed = True
         self._wake.set()
+        self._full.set()  # cut a batch now rather than wait out max_wait_s
         if self._task is not None:
             await self._task
 
