@@ -1,20 +1,22 @@
 #!/usr/bin/env python3
 """Benchmark the autoscaler: reaction to a 10x load step, and steadiness under noisy load.
 
-    python bench/autoscale.py [--no-live] [--noise-seconds 60] [--json]
+    python bench/autoscale.py [--no-live] [--noise-seconds 300] [--json]
 
 Live part (real control plane, the operator as a process, two real inference
 servers on loopback, an open-loop aiohttp load generator):
-  1. a 10x step (10 -> 100 rps, target 10 rps per replica): seconds from the step
+  1. a 10x step (8 -> 80 rps, target 10 rps per replica): seconds from the step
      to the first replica count written through the scale subresource, and to
-     the full count (10), with the spec's defaults (5 s interval, the HPA's
+     the full count (8), with the spec's defaults (5 s interval, the HPA's
      default rate limits) and with a fast setting (1 s interval, +1000%/period);
-  2. scale writes during `--noise-seconds` of steady load with +-20% noise.
-Simulated part (5 minutes of 5-s samples): one real rps reading per second from
-the servers under the same noisy load, each used as one 5-s sample (a 1-s rate is
-noisier than a 5-s one, so this is the harder case), fed to our policy, to the
-same policy without stabilization (what an HPA with windows set to 0 would do),
-and to Ray Serve's delay logic (its defaults: 30 s up, 600 s down).
+  2. replica changes the operator writes during `--noise-seconds` (default 5
+     minutes, real time) of steady load whose rate is redrawn every 5 s
+     uniformly within +-20% of 50 rps, starting from the count that fits (5).
+Peers on the same load: the servers' rps in each 5-s interval of that run,
+recorded, then fed (simulated time) to our policy, to the same policy without
+stabilization windows (an HPA with both windows set to 0), and to Ray Serve's
+delay logic with its defaults (30 s up, 600 s down). With --no-live only this
+part runs (no control plane).
 The peer for the step: the HPA's default path, simulated with random phases:
 metrics-server resolution 15 s, HPA sync 15 s, scale-up limited to
 max(4 pods, 100%) per 15 s.
@@ -49,21 +51,22 @@ from modelops.lifecycle.autoscale import History, Observed, desired_replicas  # 
 TARGET_FIRST_WRITE_S = 10.0
 TARGET_CHANGES = 1
 PER_REPLICA = 10.0
-BASE_RPS, STEP_RPS, NOISY_RPS = 10.0, 100.0, 50.0
+BASE_RPS, STEP_RPS, NOISY_RPS = 8.0, 80.0, 50.0
+INTERVAL = 5.0
 
 
 # -- the peer: the HPA's default path, simulated ------------------------------------------
 
 
 def hpa_default_path(trials: int = 20000, seed: int = 0) -> dict[str, float]:
-    """Seconds from a step to the HPA's first write and to the full count (1 -> 10).
+    """Seconds from a step to the HPA's first write and to the full count (1 -> 8).
 
     A step at a uniformly random moment; metrics-server publishes a new value
     every 15 s (its default metric resolution, at a random phase); the HPA reads
     every 15 s (its default sync period, at another random phase). Optimistic for
     the HPA: the first value published after the step counts as showing it in
     full (in reality it averages over a window that straddles the step). Then
-    scale-up is limited to max(4 pods, +100%) per 15 s: 1 -> 5 -> 10.
+    scale-up is limited to max(4 pods, +100%) per 15 s: 1 -> 5 -> 8.
     """
     rng = random.Random(seed)
     first, full = [], []
@@ -73,10 +76,11 @@ def hpa_default_path(trials: int = 20000, seed: int = 0) -> dict[str, float]:
         visible = scrape_phase + 15 * math.ceil((step - scrape_phase) / 15)
         write = sync_phase + 15 * math.ceil((visible - sync_phase) / 15)
         first.append(write - step)
-        replicas, t = min(10, max(1 + 4, 2)), write
-        while replicas < 10:
+        full_count = int(STEP_RPS / PER_REPLICA)
+        replicas, t = min(full_count, max(1 + 4, 2)), write
+        while replicas < full_count:
             t += 15
-            replicas = min(10, max(replicas + 4, replicas * 2))
+            replicas = min(full_count, max(replicas + 4, replicas * 2))
         full.append(t - step)
     return {
         "first_write_p50_s": round(statistics.median(first), 1),
@@ -89,22 +93,22 @@ def hpa_default_path(trials: int = 20000, seed: int = 0) -> dict[str, float]:
 
 
 def noisy(load: Any, mean: float, seconds: float, stop: threading.Event) -> None:
-    """Each second a new rate drawn uniformly within +-20% of the mean."""
+    """Every 5 s (one autoscaler interval) a new rate drawn uniformly within +-20% of the mean."""
     rng = random.Random(1)
     end = time.monotonic() + seconds
     while time.monotonic() < end and not stop.is_set():
         load.set_rate(mean * rng.uniform(0.8, 1.2))
-        time.sleep(1.0)
+        stop.wait(INTERVAL)
 
 
 async def rps_samples(urls: list[str], seconds: int) -> list[float]:
-    """One rps reading per second, from the servers' own counters."""
+    """One rps reading per 5 s, from the servers' own counters (as the loop reads them)."""
     endpoints = [Endpoint(u, u.removeprefix("http://")) for u in urls]
     totals, out = Totals(), []
     async with aiohttp.ClientSession() as session:
         previous = totals.add(time.time(), await scrape(session, endpoints, "digits"))
-        for _ in range(seconds):
-            await asyncio.sleep(1.0)
+        for _ in range(int(seconds / INTERVAL)):
+            await asyncio.sleep(INTERVAL)
             latest = totals.add(time.time(), await scrape(session, endpoints, "digits"))
             out.append(latest.since(previous).requests / (latest.time - previous.time))
             previous = latest
@@ -181,9 +185,7 @@ def live(noise_seconds: int, store: str, urls: list[str], load: Any) -> dict[str
                 out[f"step_{label}"] = _step(
                     mds, cluster, load, endpoints, store, label, extra, md_manifest
                 )
-            out["live_noise"] = _steady(
-                mds, cluster, load, endpoints, store, noise_seconds, md_manifest
-            )
+            out["live_noise"] = _steady(mds, cluster, load, urls, store, noise_seconds, md_manifest)
         finally:
             operator.close()
             client.close()
@@ -192,16 +194,17 @@ def live(noise_seconds: int, store: str, urls: list[str], load: Any) -> dict[str
     return out
 
 
-def collect_samples(urls: list[str], load: Any) -> list[float]:
+def collect_samples(urls: list[str], load: Any, seconds: int) -> list[float]:
+    """Noisy load for `seconds`, and the rps the servers saw in each 5-s interval."""
     stop = threading.Event()
-    driver = threading.Thread(target=noisy, args=(load, NOISY_RPS, 62, stop))
+    driver = threading.Thread(target=noisy, args=(load, NOISY_RPS, seconds + INTERVAL, stop))
     driver.start()
     try:
-        return asyncio.run(rps_samples(urls, 60))
+        return asyncio.run(rps_samples(urls, seconds))
     finally:
         stop.set()
         driver.join()
-        load.set_rate(0)
+        load.set_rate(BASE_RPS)
 
 
 def _step(mds: Any, cluster: Any, load: Any, endpoints: list[str], store: str, label: str,
@@ -236,8 +239,9 @@ def _step(mds: Any, cluster: Any, load: Any, endpoints: list[str], store: str, l
     }
 
 
-def _steady(mds: Any, cluster: Any, load: Any, endpoints: list[str], store: str, seconds: int,
+def _steady(mds: Any, cluster: Any, load: Any, urls: list[str], store: str, seconds: int,
             manifest: Any) -> dict[str, Any]:  # fmt: skip
+    endpoints = [u.removeprefix("http://") for u in urls]
     name = "steady"
     load.set_rate(NOISY_RPS)
     mds.create(
@@ -257,28 +261,27 @@ def _steady(mds: Any, cluster: Any, load: Any, endpoints: list[str], store: str,
     cluster.poll_until(
         "steady serving", lambda: mds.status(name).get("activeVersion") == 1, timeout=60
     )
-    stop = threading.Event()
-    driver = threading.Thread(target=noisy, args=(load, NOISY_RPS, seconds, stop))
-    driver.start()
     writes, last = 0, mds.scale(name)["spec"]["replicas"]
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
+    samples: list[float] = []
+    sampler = threading.Thread(
+        target=lambda: samples.extend(collect_samples(urls, load, seconds)), daemon=True
+    )
+    sampler.start()
+    while sampler.is_alive():
         replicas = mds.scale(name)["spec"]["replicas"]
         writes += replicas != last
         last = replicas
         time.sleep(0.5)
-    stop.set()
-    driver.join()
     mds.custom.delete_namespaced_custom_object(
         "modelops.dev", "v1alpha1", mds.ns, "modeldeployments", name
     )
-    return {"seconds": seconds, "scale_changes": writes, "final_replicas": last}
+    return {"seconds": seconds, "scale_changes": writes, "final_replicas": last, "samples": samples}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--no-live", action="store_true", help="skip the control-plane part")
-    parser.add_argument("--noise-seconds", type=int, default=60)
+    parser.add_argument("--noise-seconds", type=int, default=300)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
@@ -292,11 +295,13 @@ def main() -> int:
             Load([s.url for s in started], input_rows()) as load,
         ):
             urls = [s.url for s in started]
-            samples = collect_samples(urls, load)
-            if not args.no_live:
+            if args.no_live:
+                samples = collect_samples(urls, load, args.noise_seconds)
+            else:
                 results.update(live(args.noise_seconds, store, urls, load))
+                samples = results["live_noise"].pop("samples")
     if samples:
-        sixty = (samples * 2)[:60]  # 60 samples = 5 minutes at the default 5-s interval
+        sixty = samples  # one per 5-s interval: 60 in 5 minutes
         ours = AutoscalingSpec(target=PER_REPLICA, max_replicas=100)
         bare = ours.model_copy(
             update={
