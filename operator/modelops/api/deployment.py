@@ -156,8 +156,13 @@ class AutoscalingSpec(ApiModel):
         "cores.",
     )
     target: float = Field(default=50.0, gt=0.0, description="Load per replica to aim for.")
+    # 0.2, not the HPA's 0.1: the HPA's CPU signal is averaged over a minute, ours is
+    # a 5-s request rate, whose +-20% noise would otherwise move a steady deployment.
     tolerance: float = Field(
-        default=0.1, ge=0.0, lt=1.0, description="Ignore load ratios within this of 1."
+        default=0.2,
+        ge=0.0,
+        lt=1.0,
+        description="Ignore load ratios within this of 1 (the default absorbs +-20% noise).",
     )
     scale_up: ScalingRule = Field(
         default_factory=lambda: ScalingRule(stabilization_seconds=0),
