@@ -217,8 +217,13 @@ def baseline(cluster: Cluster, tmp_path: Path) -> World:
     return world
 
 
-def events(cluster: Cluster) -> list[str]:
-    """Reasons of the update's events, oldest first (the ModelDeployment shares its name)."""
+def events(cluster: Cluster, expect: str | None = None) -> list[str]:
+    """Reasons of the update's events, oldest first (the ModelDeployment shares its name).
+
+    Events are posted after the status write that records the same outcome, so a caller
+    that just saw the status names the reason it `expect`s and waits for it."""
+    if expect is not None:
+        wait_for(f"a {expect} event", lambda: expect in events(cluster), timeout=30)
     items = cluster.core.list_namespaced_event(
         cluster.ns,
         field_selector=f"involvedObject.name={UPDATE},involvedObject.kind=IncrementalUpdate",
@@ -323,7 +328,7 @@ def test_new_shards_run_an_update_that_is_promoted_and_rolled_out_across_a_resta
     # The listing now compares with version 2's snapshot: nothing is pending.
     status = world.wait_status("no delta", lambda s: s["pendingDelta"]["newShards"] == 0)
     assert world.runs() == [run] and len(world.evaluation_jobs()) == 1  # nothing duplicated
-    found = events(cluster)
+    found = events(cluster, expect="Promoted")
     assert [e for e in found if e in ("UpdateStarted", "Evaluating", "Promoted")] == [
         "UpdateStarted",
         "Evaluating",
@@ -363,7 +368,7 @@ def test_a_worse_candidate_is_rejected_and_the_current_version_keeps_serving(
     promoted = condition(status, "LastRunPromoted")
     assert promoted is not None and promoted["status"] == "False"
     assert promoted["reason"] == "Rejected"
-    assert "Rejected" in events(cluster)
+    assert "Rejected" in events(cluster, expect="Rejected")
 
     # Version 1 still serves (the new data is still pending against it), and the same
     # data does not start the same run again.
@@ -397,7 +402,7 @@ def test_new_shards_with_another_schema_fail_the_run_naming_the_column(
     assert degraded is not None and degraded["status"] == "True"
     assert degraded["reason"] == "SchemaChanged"
     assert "missing column(s) target" in degraded["message"]
-    assert "Failed" in events(cluster) and "UpdateStarted" not in events(cluster)
+    assert "UpdateStarted" not in events(cluster, expect="Failed")
     assert world.runs() == [] and world.evaluation_jobs() == []  # checked before any child
 
     # Later listings (every 5 s) do not try the same data again.
