@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from modelops.k8s.trainingjob.builders import RUNTIME_UID
+from modelops.k8s.security import RUNTIME_UID
 from modelops.k8s.versions import VersionAllocator
 from modelops.lifecycle.training_report import TrainingResult
 from tests.cluster.operator_fixture import OperatorProcess, controlplane, running_operator, wait_for

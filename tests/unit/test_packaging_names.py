@@ -145,10 +145,9 @@ def json_list(items: list[str]) -> str:
 
 
 def test_workload_pods_run_as_the_image_user() -> None:
-    from modelops.k8s.modeldeployment import builders as md
-    from modelops.k8s.trainingjob import builders as tj
+    from modelops.k8s import security
 
-    assert tj.RUNTIME_UID == md.RUNTIME_UID == _values()["podSecurityContext"]["runAsUser"]
+    assert _values()["podSecurityContext"]["runAsUser"] == security.RUNTIME_UID
     if RUNTIME_DOCKERFILE.is_file():
         text = RUNTIME_DOCKERFILE.read_text()
         assert re.search(r"^USER 10001(:10001)?$", text, re.M), "trainer_image/Dockerfile user"

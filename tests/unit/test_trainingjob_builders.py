@@ -19,9 +19,12 @@ UID = "0b6d1a52-0000-4000-8000-000000000001"
 RESTRICTED_CONTAINER = {
     "runAsNonRoot": True,
     "runAsUser": 10001,
+    "runAsGroup": 10001,
     "allowPrivilegeEscalation": False,
+    "privileged": False,
     "readOnlyRootFilesystem": True,
     "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
 }
 
 

@@ -21,11 +21,11 @@ from modelops.api.base import API_VERSION
 from modelops.api.training import TrainingJobSpec
 from modelops.api.update import IncrementalUpdateSpec
 from modelops.k8s.incrementalupdate import names
+from modelops.k8s.security import container_security, pod_security
 from modelops.lifecycle.update import child_training_spec
 
 Manifest = dict[str, Any]
 
-RUNTIME_UID = 10001
 STORE_MOUNT = "/var/lib/modelops"
 STORE_SECRET = "modelops-store-credentials"
 TERMINATION_LOG = "/dev/termination-log"
@@ -142,29 +142,6 @@ def compare_args(ctx: UpdateContext, candidate: int, current: int | None) -> lis
     return [*args, *evaluation_data_args(ctx), "--termination-log", TERMINATION_LOG]
 
 
-def _container_security() -> Manifest:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": RUNTIME_UID,
-        "runAsGroup": RUNTIME_UID,
-        "allowPrivilegeEscalation": False,
-        "privileged": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def _pod_security() -> Manifest:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": RUNTIME_UID,
-        "runAsGroup": RUNTIME_UID,
-        "fsGroup": RUNTIME_UID,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
 def _volumes(ctx: UpdateContext) -> tuple[list[Manifest], list[Manifest]]:
     """A writable /tmp under the read-only root, and the store (read-only: it only reads)."""
     volumes: list[Manifest] = [{"name": "tmp", "emptyDir": {}}]
@@ -223,7 +200,7 @@ def evaluation_job(
         # s3:// stores read credentials and the endpoint (AWS_*) from this Secret when present.
         "envFrom": [{"secretRef": {"name": STORE_SECRET, "optional": True}}],
         "resources": _resources(ctx.recipe),
-        "securityContext": _container_security(),
+        "securityContext": container_security(),
         "volumeMounts": mounts,
         # compare writes both versions' metrics here; on a crash the log tail stands in.
         "terminationMessagePath": TERMINATION_LOG,
@@ -248,7 +225,7 @@ def evaluation_job(
                     "restartPolicy": "Never",
                     "automountServiceAccountToken": False,
                     "enableServiceLinks": False,
-                    "securityContext": _pod_security(),
+                    "securityContext": pod_security(),
                     **_scheduling(ctx.recipe),
                     "containers": [container],
                     "volumes": volumes,

@@ -18,10 +18,10 @@ from typing import Any
 from modelops.api.deployment import ModelDeploymentSpec
 from modelops.api.training import EnsembleMethod
 from modelops.k8s.modeldeployment import names
+from modelops.k8s.security import container_security, pod_security
 
 Manifest = dict[str, Any]
 
-RUNTIME_UID = 10001
 HTTP_PORT = 8080
 SERVICE_PORT = 80
 STORE_MOUNT = "/var/lib/modelops"
@@ -136,29 +136,6 @@ def _resources(spec: ModelDeploymentSpec) -> Manifest:
         # Extended resources must have limit == request.
         requests[GPU] = limits[GPU] = str(res.gpu)
     return {"requests": requests, "limits": limits}
-
-
-def container_security() -> Manifest:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": RUNTIME_UID,
-        "runAsGroup": RUNTIME_UID,
-        "allowPrivilegeEscalation": False,
-        "privileged": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
-def pod_security() -> Manifest:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": RUNTIME_UID,
-        "runAsGroup": RUNTIME_UID,
-        "fsGroup": RUNTIME_UID,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
 
 
 def _volumes(ctx: ServingContext) -> tuple[list[Manifest], list[Manifest]]:

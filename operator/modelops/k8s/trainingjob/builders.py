@@ -18,12 +18,12 @@ import yaml
 
 from modelops.api.base import API_VERSION
 from modelops.api.training import TrainingJobSpec
+from modelops.k8s.security import container_security, pod_security
 from modelops.k8s.trainingjob import names
 from modelops.lifecycle.training import Role, gang_size
 
 Manifest = dict[str, Any]
 
-RUNTIME_UID = 10001
 SPEC_DIR = "/etc/modelops/spec"
 SPEC_FILE = "trainingjob.yaml"
 STORE_MOUNT = "/var/lib/modelops"
@@ -249,26 +249,6 @@ def _env_from() -> list[Manifest]:
     return [{"secretRef": {"name": STORE_SECRET, "optional": True}}]
 
 
-def _container_security() -> Manifest:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": RUNTIME_UID,
-        "allowPrivilegeEscalation": False,
-        "readOnlyRootFilesystem": True,
-        "capabilities": {"drop": ["ALL"]},
-    }
-
-
-def _pod_security() -> Manifest:
-    return {
-        "runAsNonRoot": True,
-        "runAsUser": RUNTIME_UID,
-        "runAsGroup": RUNTIME_UID,
-        "fsGroup": RUNTIME_UID,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
-
 def _scheduling(spec: TrainingJobSpec) -> Manifest:
     out: Manifest = {}
     resources = spec.resources
@@ -303,7 +283,7 @@ def _pod(
             "restartPolicy": "Never",
             "enableServiceLinks": False,
             "terminationGracePeriodSeconds": 30,
-            "securityContext": _pod_security(),
+            "securityContext": pod_security(),
             **_scheduling(ctx.spec),
             **body,
             "volumes": volumes,
@@ -361,7 +341,7 @@ def head_pod(ctx: JobContext) -> Manifest:
             "requests": {"cpu": ctx.settings.head_cpu, "memory": ctx.settings.head_memory},
             "limits": {"memory": ctx.settings.head_memory},
         },
-        "securityContext": _container_security(),
+        "securityContext": container_security(),
         # The driver writes the TrainingResult here; on a crash the log tail stands in.
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
@@ -408,7 +388,7 @@ def worker_pod(ctx: JobContext, index: int) -> Manifest:
         "env": _env(ctx),
         "envFrom": _env_from(),
         "resources": _worker_resources(ctx.spec),
-        "securityContext": _container_security(),
+        "securityContext": container_security(),
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
     wait = {
@@ -421,7 +401,7 @@ def worker_pod(ctx: JobContext, index: int) -> Manifest:
             "requests": {"cpu": "100m", "memory": "128Mi"},
             "limits": {"memory": "256Mi"},
         },
-        "securityContext": _container_security(),
+        "securityContext": container_security(),
     }
     name = names.worker_pod(ctx.name, ctx.attempt, index)
     body = {"initContainers": [wait], "containers": [container]}
