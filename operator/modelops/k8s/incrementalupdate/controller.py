@@ -11,18 +11,16 @@ run on a small thread pool, never on the event loop.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
 
 from modelops.k8s.incrementalupdate import names
 from modelops.k8s.incrementalupdate.reconcile import RESOURCE, Outcome, Reconciler, StatusConflict
 from modelops.k8s.metrics import OperatorMetrics
+from modelops.k8s.wakeups import Stopped, Wakers, sleep_until_woken
 from modelops.lifecycle.training import EventNote
 
-Key = tuple[str, str]  # (namespace, update label value)
 EventPoster = Callable[[EventNote], None]
 
 # Child updates come in bursts (a TrainingJob's status, its pods); one short pause
@@ -30,35 +28,6 @@ EventPoster = Callable[[EventNote], None]
 DEBOUNCE_SECONDS = 0.2
 CONFLICT_RETRY_SECONDS = 0.2
 ERROR_BACKOFF_LIMIT_SECONDS = 60.0
-
-
-class Stopped(Protocol):
-    """Kopf's DaemonStopped, as far as the loop uses it."""
-
-    def __bool__(self) -> bool: ...
-
-    def wait(self, timeout: float | None = None) -> Awaitable[Any]: ...
-
-
-class Wakers:
-    """One asyncio.Event per running update loop."""
-
-    def __init__(self) -> None:
-        self._events: dict[Key, asyncio.Event] = {}
-        self.generations: dict[Key, int | None] = {}
-
-    def register(self, key: Key) -> asyncio.Event:
-        return self._events.setdefault(key, asyncio.Event())
-
-    def unregister(self, key: Key, event: asyncio.Event) -> None:
-        if self._events.get(key) is event:
-            del self._events[key]
-            self.generations.pop(key, None)
-
-    def wake(self, key: Key) -> None:
-        event = self._events.get(key)
-        if event is not None:
-            event.set()
 
 
 class UpdateController:
@@ -83,8 +52,7 @@ class UpdateController:
     def update_changed(self, namespace: str, name: str, generation: int | None) -> None:
         """Wake on spec changes only; status writes (ours) do not need another pass."""
         key = (namespace, names.label_value(name))
-        if self.wakers.generations.get(key, generation) != generation:
-            self.wakers.wake(key)
+        self.wakers.wake_on_new_generation(key, generation)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -140,18 +108,4 @@ class UpdateController:
     async def _sleep(self, wake: asyncio.Event, stopped: Stopped, delay: float | None) -> None:
         timeout = self.settings.resync_seconds if delay is None else max(0.0, delay)
         timeout = min(timeout, self.settings.resync_seconds)
-        if timeout <= 0:
-            return
-        waiters = {
-            asyncio.ensure_future(wake.wait()),
-            asyncio.ensure_future(stopped.wait()),
-        }
-        try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await waiter
-        if wake.is_set() and not stopped:
-            await asyncio.sleep(DEBOUNCE_SECONDS)
+        await sleep_until_woken(wake, stopped, timeout, DEBOUNCE_SECONDS)

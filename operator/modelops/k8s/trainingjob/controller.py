@@ -10,19 +10,18 @@ so 200 jobs created at once queue up instead of opening 200 connections.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Protocol
+from typing import Any
 
 from modelops.k8s.metrics import OperatorMetrics
 from modelops.k8s.trainingjob import names
 from modelops.k8s.trainingjob.observe import OwnedPod
 from modelops.k8s.trainingjob.reconcile import RESOURCE, Outcome, Reconciler, StatusConflict
+from modelops.k8s.wakeups import Key, Stopped, Wakers, sleep_until_woken
 from modelops.lifecycle.training import EventNote
 
-Key = tuple[str, str]  # (namespace, job label)
 EventPoster = Callable[[EventNote], None]
 
 # Pod updates come in bursts (a pod's phase, its conditions, its IPs); one short pause
@@ -31,36 +30,6 @@ DEBOUNCE_SECONDS = 0.05
 # A status write refused because the job changed: reconcile again soon, on the new state.
 CONFLICT_RETRY_SECONDS = 0.2
 ERROR_BACKOFF_LIMIT_SECONDS = 60.0
-
-
-class Stopped(Protocol):
-    """Kopf's DaemonStopped, as far as the loop uses it."""
-
-    def __bool__(self) -> bool: ...
-
-    def wait(self, timeout: float | None = None) -> Awaitable[Any]: ...
-
-
-class Wakers:
-    """One asyncio.Event per running job loop, keyed like the pod index."""
-
-    def __init__(self) -> None:
-        self._events: dict[Key, asyncio.Event] = {}
-        self.generations: dict[Key, int | None] = {}
-
-    def register(self, key: Key) -> asyncio.Event:
-        event = self._events.setdefault(key, asyncio.Event())
-        return event
-
-    def unregister(self, key: Key, event: asyncio.Event) -> None:
-        if self._events.get(key) is event:
-            del self._events[key]
-            self.generations.pop(key, None)
-
-    def wake(self, key: Key) -> None:
-        event = self._events.get(key)
-        if event is not None:
-            event.set()
 
 
 class TrainingController:
@@ -84,8 +53,7 @@ class TrainingController:
     def job_changed(self, namespace: str, name: str, generation: int | None) -> None:
         """Wake on spec changes only; status writes (ours) do not need another pass."""
         key = (namespace, names.job_label(name))
-        if self.wakers.generations.get(key, generation) != generation:
-            self.wakers.wake(key)
+        self.wakers.wake_on_new_generation(key, generation)
 
     # -- the loop -------------------------------------------------------------------------
 
@@ -146,19 +114,7 @@ class TrainingController:
     async def _sleep(self, wake: asyncio.Event, stopped: Stopped, delay: float | None) -> None:
         timeout = self.settings.resync_seconds if delay is None else max(0.0, delay)
         timeout = min(timeout, self.settings.resync_seconds)
-        waiters = {
-            asyncio.ensure_future(wake.wait()),
-            asyncio.ensure_future(stopped.wait()),
-        }
-        try:
-            await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await waiter
-        if wake.is_set() and not stopped:
-            await asyncio.sleep(DEBOUNCE_SECONDS)
+        await sleep_until_woken(wake, stopped, timeout, DEBOUNCE_SECONDS)
 
     # -- deletion -------------------------------------------------------------------------
 

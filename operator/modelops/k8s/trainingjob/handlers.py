@@ -11,10 +11,11 @@ from modelops.api.base import GROUP, VERSION
 from modelops.k8s.kube import Kube
 from modelops.k8s.metrics import METRICS
 from modelops.k8s.trainingjob import names
-from modelops.k8s.trainingjob.controller import Key, TrainingController
+from modelops.k8s.trainingjob.controller import TrainingController
 from modelops.k8s.trainingjob.observe import OwnedPod, pod_view
 from modelops.k8s.trainingjob.reconcile import Reconciler, TrainingSettings
 from modelops.k8s.versions import VersionAllocator
+from modelops.k8s.wakeups import Key
 from modelops.lifecycle.training import EventNote
 
 
