@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime
 
 import pytest
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from modelops.api.deployment import LiveMetrics, ModelDeploymentStatus, RolloutSpec
+from modelops.api.deployment import (
+    LiveMetrics,
+    ModelDeploymentSpec,
+    ModelDeploymentStatus,
+    RolloutSpec,
+)
 from modelops.k8s.modeldeployment import status as report
+from modelops.k8s.modeldeployment.autoscaler import Autoscaler
 from modelops.k8s.modeldeployment.metrics_source import EndpointsError, discover, promql
 from modelops.k8s.modeldeployment.samples import (
     Counters,
@@ -175,3 +182,32 @@ def test_merge_patch_removes_nested_keys() -> None:
         "metrics": {"rps": 2.0, "p95Ms": None},
         "gate": None,
     }
+
+
+def test_the_autoscaler_stage_writes_through_its_callable_and_reports() -> None:
+    written: list[int] = []
+
+    async def write(replicas: int) -> None:
+        written.append(replicas)
+
+    spec = ModelDeploymentSpec.model_validate(
+        {
+            "model": {"name": "digits"},
+            "replicas": 1,
+            "autoscaling": {"target": 10, "maxReplicas": 8},
+        }
+    )
+    status = ModelDeploymentStatus()
+    totals, server = Totals(), Server()
+    scaler = Autoscaler(write)
+    for t, requests in ((0.0, 0), (5.0, 400)):  # 80 rps over 5 s
+        server.serve("1", 200, 0.01, n=requests)
+        totals.add(t, {"a": parse_exposition(server.text(), "digits")})
+        replicas, note = asyncio.run(scaler.step(spec, status, totals, t, NOW))
+    assert (replicas, written) == (5, [5])  # +4 (the HPA's default limit) toward 8
+    assert note is not None and note.reason == "Scaled"
+    assert status.last_scale is not None and status.last_scale.to_replicas == 5
+    assert status.autoscaler is not None and status.autoscaler.reason == "RateLimited"
+    assert status.autoscaler.load == 80.0
+    # The watch has not caught up: spec still says 1, the autoscaler knows it wrote 5.
+    assert scaler.current(spec) == 5

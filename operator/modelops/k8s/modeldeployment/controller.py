@@ -34,16 +34,15 @@ from typing import Any, TypeVar
 import aiohttp
 
 from modelops.api.deployment import (
-    AutoscaleMetric,
     BatchPredictionStatus,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     RolloutStrategy,
-    ScaleDecision,
 )
 from modelops.k8s.kube import ApiError, Kube
 from modelops.k8s.modeldeployment import builders, children, names
 from modelops.k8s.modeldeployment import status as report
+from modelops.k8s.modeldeployment.autoscaler import Autoscaler
 from modelops.k8s.modeldeployment.metrics_source import (
     Endpoint,
     EndpointsError,
@@ -53,7 +52,6 @@ from modelops.k8s.modeldeployment.metrics_source import (
 )
 from modelops.k8s.modeldeployment.routing import Split, apply_split
 from modelops.k8s.modeldeployment.samples import Snapshot, Totals
-from modelops.lifecycle.autoscale import History, Observed, desired_replicas
 from modelops.lifecycle.rollout import (
     Action,
     GateInput,
@@ -134,19 +132,6 @@ def _local_progress(output_uri: str) -> dict[str, Any]:
     return loaded if isinstance(loaded, dict) else {}
 
 
-def _metric_load(
-    metric: AutoscaleMetric, latest: Snapshot, previous: Snapshot, totals: Totals
-) -> float:
-    seconds = latest.time - previous.time
-    if metric == AutoscaleMetric.RPS:
-        return latest.since(previous).requests / seconds if seconds > 0 else 0.0
-    if metric == AutoscaleMetric.CPU:
-        return (latest.cpu_seconds - previous.cpu_seconds) / seconds if seconds > 0 else 0.0
-    if metric == AutoscaleMetric.CONCURRENCY:
-        return totals.gauges.in_flight
-    return totals.gauges.queue_depth
-
-
 class ServingLoop:
     """One ModelDeployment's loop state and its passes."""
 
@@ -160,12 +145,11 @@ class ServingLoop:
         self.views = views
         self.post = post
         self.totals = Totals(keep_seconds=SUMMARY_WINDOW * 2)
-        self.history: History | None = None
+        self.autoscaler = Autoscaler(self._write_scale)
         self.applier = children.Applier(shared.kube)
         self.baselines: dict[tuple[int, int], Snapshot] = {}
         self.clock: Callable[[], float] = time.time
         self._written: tuple[dict[str, Any], dict[str, Any]] | None = None
-        self._scaled: tuple[int | None, int] | None = None
 
     # -- one pass -------------------------------------------------------------------------
 
@@ -185,7 +169,9 @@ class ServingLoop:
         if plan is not None:
             result.notes += report.record_plan(status, plan, spec.rollout.strategy, stamp)
             status.message = plan.message
-        replicas = await self._autoscale(spec, status, snapshot, now, stamp, result)
+        replicas, scaled = await self.autoscaler.step(spec, status, self.totals, now, stamp)
+        if scaled is not None:
+            result.notes.append(scaled)
         if status.active_version is not None or spec.ensemble is not None:
             await self._apply_children(spec, status, replicas)
             # Routing and batch prediction fail on their own: the status is still written.
@@ -322,61 +308,10 @@ class ServingLoop:
             self.baselines.clear()
         return plan
 
-    async def _autoscale(
-        self,
-        spec: ModelDeploymentSpec,
-        status: ModelDeploymentStatus,
-        snapshot: Snapshot,
-        now: float,
-        stamp: datetime,
-        result: PassResult,
-    ) -> int:
-        config = spec.autoscaling
-        if not config.enabled:
-            self.history = None
-            status.autoscaler = None
-            replicas = self._fresh_replicas(spec)
-            replicas = replicas if replicas is not None else 1
-            status.desired_replicas = replicas
-            return replicas
-        current = self._fresh_replicas(spec)
-        if current is None:
-            current = max(config.min_replicas, 1)
-            await self._write_scale(spec.replicas, current)
-        if self.history is None:
-            self.history = History.start(now, current)
-        previous = self.totals.previous()
-        if previous is None or not self.totals.endpoints:
-            status.desired_replicas = current
-            return current  # no load reading yet: never act on missing data
-        load = _metric_load(config.metric, snapshot, previous, self.totals)
-        queued = int(self.totals.gauges.queue_depth)
-        decision = desired_replicas(config, Observed(current, load, queued), self.history, now)
-        self.history = decision.history
-        autoscaler = report.autoscaler_status(decision, config.metric.value, load)
-        if report.autoscaler_changed(status.autoscaler, autoscaler):
-            status.autoscaler = autoscaler
-        status.desired_replicas = decision.replicas
-        if not decision.changed:
-            return current
-        await self._write_scale(spec.replicas, decision.replicas)
-        status.last_scale = ScaleDecision(
-            time=stamp,
-            from_replicas=current,
-            to_replicas=decision.replicas,
-            load=round(max(0.0, load), 3),
-            reason=f"{decision.reason.value}: {decision.message}"[:1024],
-        )
-        status.autoscaler = autoscaler
-        message = f"{current} → {decision.replicas}: {decision.message}"
-        result.notes.append(report.Note("Normal", "Scaled", message))
-        return decision.replicas
-
-    async def _write_scale(self, before: int | None, replicas: int) -> None:
+    async def _write_scale(self, replicas: int) -> None:
         await self.shared.call(
             children.write_scale, self.shared.kube, self.namespace, self.name, replicas
         )
-        self._scaled = (before, replicas)
 
     def _context(
         self, spec: ModelDeploymentSpec, status: ModelDeploymentStatus, replicas: int
@@ -531,12 +466,6 @@ class ServingLoop:
             if ModelDeploymentStatus.model_validate(current).to_dict() == before:
                 return after
         return current
-
-    def _fresh_replicas(self, spec: ModelDeploymentSpec) -> int | None:
-        """spec.replicas, unless it is the value our last scale write replaced."""
-        if self._scaled is not None and spec.replicas == self._scaled[0]:
-            return self._scaled[1]
-        return spec.replicas
 
 
 def _job_phase(job: Mapping[str, Any]) -> Any:
