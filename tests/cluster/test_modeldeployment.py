@@ -105,7 +105,12 @@ def test_a_load_step_scales_up_and_a_drop_scales_down_after_the_window(
             lambda: (mds.deployment("scaler").spec.replicas or 0) >= 5,
             timeout=15,
         )
-        status = mds.status("scaler")
+        # The scale subresource is written first; the status that explains it follows.
+        status = wait_for(
+            "the scale decision in status",
+            lambda: (s := mds.status("scaler")).get("lastScale") and s,
+            timeout=15,
+        )
         assert status["lastScale"]["toReplicas"] >= 5
         assert status["autoscaler"]["metric"] == "rps"
         high = replicas(mds, "scaler")
