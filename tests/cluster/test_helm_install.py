@@ -308,8 +308,17 @@ def test_two_replicas_one_active_then_failover(release: Release, tmp_path: Path)
             replica.start()
         for job in ("ha-first", "ha-second"):
             if job == "ha-second":
-                paused = [r for r in replicas if "Pausing operations" in r.log_tail(4000)]
-                assert len(paused) == 1, "exactly one replica must stand by"
+                # Peers find each other through their peering records within seconds of
+                # starting; until then each may run alone, so wait for the election.
+                paused = wait_for(
+                    "exactly one replica to stand by",
+                    lambda: (
+                        p := [r for r in replicas if "Pausing operations" in r.log_tail(4000)]
+                    )
+                    and len(p) == 1
+                    and p,
+                    timeout=90,
+                )
                 active = next(r for r in replicas if r not in paused)
                 active.stop()
             manifest["metadata"]["name"] = job
