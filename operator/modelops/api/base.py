@@ -25,6 +25,8 @@ QUANTITY_PATTERN = r"^[+]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][-+]?[0-9]+|[numkKMGT
 # Explicit classes: Python, Rust (pydantic-core) and RE2 (the API server) disagree on \s.
 NO_SPACE_PATTERN = r"^[^ \t\r\n]+$"
 # Data and model stores: local paths or S3-compatible object stores.
+# Where model versions go unless a resource names a store (a PVC mounted there).
+DEFAULT_STORE_URI = "file:///var/lib/modelops/models"
 STORE_URI_PATTERN = r"^(file|s3)://[^ \t\r\n]+$"
 
 

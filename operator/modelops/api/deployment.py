@@ -10,6 +10,7 @@ from pydantic import Field
 
 from modelops.api.base import (
     API_VERSION,
+    DEFAULT_STORE_URI,
     LABEL_PATTERN,
     QUANTITY_PATTERN,
     STORE_URI_PATTERN,
@@ -35,7 +36,7 @@ class ModelRef(ApiModel):
         description="A version number, or latest for the newest promoted version.",
     )
     store_uri: str = Field(
-        default="file:///var/lib/modelops/models",
+        default=DEFAULT_STORE_URI,
         max_length=2048,
         pattern=STORE_URI_PATTERN,
         description="Artifact store holding the model's versions.",

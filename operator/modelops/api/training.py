@@ -10,6 +10,7 @@ from pydantic import Field
 
 from modelops.api.base import (
     API_VERSION,
+    DEFAULT_STORE_URI,
     LABEL_PATTERN,
     QUANTITY_PATTERN,
     STORE_URI_PATTERN,
@@ -410,7 +411,7 @@ class OutputSpec(ApiModel):
         description="Model name; versions are numbered per name.",
     )
     store_uri: str = Field(
-        default="file:///var/lib/modelops/models",
+        default=DEFAULT_STORE_URI,
         max_length=2048,
         pattern=STORE_URI_PATTERN,
         description="Artifact store: a versioned folder per model version goes under it.",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
+from modelops.api.base import DEFAULT_STORE_URI
+
 
 def _env_list(name: str) -> tuple[str, ...]:
     raw = os.environ.get(name, "")
@@ -17,7 +19,7 @@ class OperatorConfig:
 
     namespaces: tuple[str, ...] = ()  # empty: the whole cluster
     workload_image: str = "ghcr.io/modelops/modelops-runtime:0.1.0"
-    store_uri: str = "file:///var/lib/modelops/models"
+    store_uri: str = DEFAULT_STORE_URI
     store_volume_claim: str | None = None
     metrics_port: int = 8080
     health_port: int = 8081
