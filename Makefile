@@ -13,7 +13,7 @@ install:  ## install the package with every extra (editable)
 	$(PYTHON) -m pip install -e ".[all]"
 
 lint:  ## ruff on everything Python
-	ruff check operator trainer_image tests bench
+	ruff check operator trainer_image tests bench tools
 
 typecheck:  ## mypy --strict on the modelops package
 	mypy

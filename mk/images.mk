@@ -1,14 +1,16 @@
 # Container images; included by the top-level Makefile (`-include mk/*.mk`).
 #
-#   make image-operator   operator/Dockerfile      -> $(OPERATOR_IMAGE)
+#   make images           both images with podman (no daemon), on a Debian base made with
+#                         mmdebstrap, cached by content hash (tools/images.py)
+#   make image-operator   operator/Dockerfile      -> $(OPERATOR_IMAGE)  (podman or docker build)
 #   make image-runtime    trainer_image/Dockerfile -> $(RUNTIME_IMAGE)
-#   make images           both
 #   make kind-up          a kind cluster from kind-config.yaml, images loaded, chart installed
 #
 # The names match charts/modelops/values.yaml (image, workloadImage) and kind-config.yaml;
 # tests/unit/test_packaging_names.py checks that they stay in step.
 
-DOCKER ?= docker
+# podman when installed (daemonless); docker otherwise.
+DOCKER ?= $(shell command -v podman >/dev/null 2>&1 && echo podman || echo docker)
 KIND ?= kind
 HELM ?= helm
 KUBECTL ?= kubectl
@@ -19,9 +21,13 @@ RUNTIME_IMAGE ?= $(REGISTRY)/modelops-runtime:$(VERSION)
 KIND_CLUSTER ?= modelops
 CHART_NAMESPACE ?= modelops-system
 
-.PHONY: images image-operator image-runtime kind-up kind-load kind-install kind-down
+.PHONY: images image-operator image-runtime kind-up kind-load kind-install kind-down e2e-cluster
 
-images: image-operator image-runtime  ## build both container images
+e2e-cluster:  ## the whole Kubernetes path on a real node (images, helm install, real pods)
+	$(PYTHON) -m pytest -m realnode tests/cluster $(PYTEST_ARGS)
+
+images:  ## build both container images with podman, cached by content hash (tools/images.py)
+	$(PYTHON) tools/images.py build all
 
 image-operator:  ## build the operator image (operator/Dockerfile)
 	$(DOCKER) build -f operator/Dockerfile --build-arg VERSION=$(VERSION) -t $(OPERATOR_IMAGE) .
@@ -29,7 +35,7 @@ image-operator:  ## build the operator image (operator/Dockerfile)
 image-runtime:  ## build the training and inference image (trainer_image/Dockerfile)
 	$(DOCKER) build -f trainer_image/Dockerfile --build-arg VERSION=$(VERSION) -t $(RUNTIME_IMAGE) .
 
-kind-up: images  ## create the kind cluster, load the images, install the chart
+kind-up: image-operator image-runtime  ## create the kind cluster, load the images, install the chart
 	$(KIND) get clusters | grep -qx $(KIND_CLUSTER) || $(KIND) create cluster --config kind-config.yaml
 	$(MAKE) kind-load kind-install
 

@@ -91,3 +91,19 @@ def pytest_runtest_makereport(
             (f"control plane logs ({cp.log_dir})", cp.log_tails(lines=25) or "(no logs)")
         )
     return report
+
+
+# -- the real node ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def real_node(control_plane: Any) -> Any:
+    """The session's real node (kubelet + containerd), with both images of the project loaded.
+
+    The images are built from the Dockerfiles by tools/images.py (cached by content hash) and
+    imported into the node's containerd (cached too); the first use in a session pays for
+    whatever changed. The node stops with the control plane.
+    """
+    node = control_plane.real_node()
+    controlplane.load_project_images(node)
+    return node

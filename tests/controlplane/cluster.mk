@@ -2,6 +2,7 @@
 #
 #   make cluster-build   build or reuse the pinned etcd/kube-*/kubectl/kwok/helm binaries
 #   make cluster-up      start a detached control plane; prints the kubeconfig path
+#                        (REAL_NODE=1: also a real node, kubelet + containerd, with the images)
 #   make cluster-env     print `export KUBECONFIG=... PATH=...` for the running control plane
 #   make cluster-status  print PIDs, dirs, liveness and RSS of the running control plane
 #   make cluster-down    stop what cluster-up started and remove its temp dirs
@@ -16,7 +17,7 @@ cluster-build:  ## build or reuse the pinned control-plane binaries
 	$(CONTROLPLANE) build
 
 cluster-up:  ## start a detached control plane; prints the kubeconfig path
-	@$(CONTROLPLANE) up
+	@$(CONTROLPLANE) up $(if $(REAL_NODE),--real-node)
 
 cluster-down:  ## stop the control plane started by cluster-up
 	@$(CONTROLPLANE) down

@@ -49,6 +49,7 @@ K8S_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.8.0"
 HELM_VERSION = "v3.22.0"
+COREDNS_VERSION = "v1.15.0"
 
 HERE = Path(__file__).resolve().parent
 REPO_ROOT = HERE.parents[1]
@@ -63,11 +64,14 @@ BINARIES = (
     "kubectl",
     "kwok",
     "helm",
+    "kubelet",
+    "kube-proxy",
+    "coredns",
 )
 
 
 def versions_key() -> str:
-    return f"{K8S_VERSION}-{ETCD_VERSION}-{KWOK_VERSION}-{HELM_VERSION}"
+    return f"{K8S_VERSION}-{ETCD_VERSION}-{KWOK_VERSION}-{HELM_VERSION}-{COREDNS_VERSION}"
 
 
 def cache_root() -> Path:
@@ -132,6 +136,9 @@ TOOL_MODULES: tuple[ToolModule, ...] = (
             "kube-controller-manager": "k8s.io/kubernetes/cmd/kube-controller-manager",
             "kube-scheduler": "k8s.io/kubernetes/cmd/kube-scheduler",
             "kubectl": "k8s.io/kubernetes/cmd/kubectl",
+            # The real node (tests/controlplane/node.py) runs these two.
+            "kubelet": "k8s.io/kubernetes/cmd/kubelet",
+            "kube-proxy": "k8s.io/kubernetes/cmd/kube-proxy",
         },
     ),
     ToolModule(
@@ -145,6 +152,12 @@ TOOL_MODULES: tuple[ToolModule, ...] = (
         module="helm.sh/helm/v3",
         version=HELM_VERSION,
         binaries={"helm": "helm.sh/helm/v3/cmd/helm"},
+    ),
+    ToolModule(
+        name="coredns",
+        module="github.com/coredns/coredns",
+        version=COREDNS_VERSION,
+        binaries={"coredns": "github.com/coredns/coredns"},
     ),
 )
 
@@ -404,6 +417,9 @@ def binary_versions() -> dict[str, str]:
         "kubectl": ["kubectl", "version", "--client"],
         "kwok": ["kwok", "--version"],
         "helm": ["helm", "version", "--short"],
+        "kubelet": ["kubelet", "--version"],
+        "kube-proxy": ["kube-proxy", "--version"],
+        "coredns": ["coredns", "-version"],
     }
     result = {}
     for name, cmd in cmds.items():
@@ -449,6 +465,9 @@ def kwok_stages_file() -> Path:
 SERVICE_CIDR = "10.96.0.0/16"
 SERVICE_IP = "10.96.0.1"
 POD_CIDR = "10.244.0.0/16"
+# The real node's address (tests/controlplane/node.py puts it on the loopback device): the
+# API server advertises it, so pods reach the API through the `kubernetes` Service.
+NODE_IP = "10.250.0.1"
 
 
 def _openssl(*args: str, cwd: Path) -> None:
@@ -499,6 +518,7 @@ def make_pki(pki: Path) -> None:
         "DNS:kubernetes.default.svc.cluster.local",
         "IP:127.0.0.1",
         f"IP:{SERVICE_IP}",
+        f"IP:{NODE_IP}",
     ]
     _signed_cert(
         pki,
@@ -525,8 +545,8 @@ def make_pki(pki: Path) -> None:
     _openssl("pkey", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
 
 
-def write_kubeconfig(path: Path, server: str, pki: Path) -> None:
-    """An admin kubeconfig with the certificates embedded (usable after copying it)."""
+def write_kubeconfig(path: Path, server: str, pki: Path, user: str = "admin") -> None:
+    """A kubeconfig with the certificates embedded (usable after copying it); admin by default."""
     import base64
 
     def b64(name: str) -> str:
@@ -543,8 +563,8 @@ clusters:
 users:
 - name: modelops-admin
   user:
-    client-certificate-data: {b64("admin.crt")}
-    client-key-data: {b64("admin.key")}
+    client-certificate-data: {b64(f"{user}.crt")}
+    client-key-data: {b64(f"{user}.key")}
 contexts:
 - name: modelops
   context:
@@ -809,6 +829,9 @@ class ClusterState:
     processes: list[ProcessRecord]
     started_at: float
     ready_seconds: float = 0.0
+    # The real node (`up --real-node`): its API URL and process ids; empty without one.
+    node_api_url: str = ""
+    node_pids: dict[str, int] = field(default_factory=dict)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -818,6 +841,21 @@ class ClusterState:
         raw = json.loads(text)
         raw["processes"] = [ProcessRecord(**p) for p in raw["processes"]]
         return cls(**raw)
+
+
+def _load_node_module() -> Any:
+    """tests/controlplane/node.py, imported once (this file is itself loaded by path)."""
+    import importlib.util
+
+    name = "modelops_controlplane_node"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, HERE / "node.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def _set_pdeathsig() -> None:
@@ -929,6 +967,9 @@ class ControlPlane:
         self._records: dict[str, ProcessRecord] = {}
         self._rest: Rest | None = None
         self._ports: dict[str, int] = {}
+        self.node_ip: str | None = None
+        self._node: Any = None
+        self._attached_node: Any = None
 
     # -- public API ---------------------------------------------------------------------
 
@@ -1005,6 +1046,8 @@ class ControlPlane:
             processes=[self._records[n] for n in COMPONENT_ORDER if n in self._records],
             started_at=time.time(),
             ready_seconds=self.ready_seconds,
+            node_api_url=self._node.api_url if self._node is not None else "",
+            node_pids=self._node.pids() if self._node is not None else {},
         )
 
     # -- start ----------------------------------------------------------------------------
@@ -1037,6 +1080,7 @@ class ControlPlane:
                 old.unlink()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         make_pki(self.pki)
+        self.node_ip = _load_node_module().ensure_node_ip()
         self._mark("pki", t0)
         names = ("etcd-client", "etcd-peer", "apiserver", "controller-manager", "scheduler")
         self._ports = dict(zip(names, free_ports(len(names)), strict=True))
@@ -1157,9 +1201,10 @@ class ControlPlane:
             f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",
             f"--secure-port={self._ports['apiserver']}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            "--authorization-mode=RBAC",
+            *self._address_args(),
+            "--authorization-mode=Node,RBAC",
+            f"--kubelet-client-certificate={pki / 'admin.crt'}",
+            f"--kubelet-client-key={pki / 'admin.key'}",
             "--anonymous-auth=true",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=true",
@@ -1170,12 +1215,80 @@ class ControlPlane:
             "DefaultTolerationSeconds,MutatingAdmissionWebhook,ValidatingAdmissionWebhook,"
             "ValidatingAdmissionPolicy,MutatingAdmissionPolicy,ResourceQuota,"
             "PodSecurity,TaintNodesByCondition,Priority,StorageObjectInUseProtection,"
-            "PersistentVolumeClaimResize,RuntimeClass,DefaultIngressClass",
-            # The kubernetes Service would point at 127.0.0.1, which Endpoints reject.
-            "--endpoint-reconciler-type=none",
+            "PersistentVolumeClaimResize,RuntimeClass,DefaultIngressClass,NodeRestriction,"
+            # A namespace's annotations send its pods to the real node (node.py).
+            "PodNodeSelector,PodTolerationRestriction",
             "--profiling=false",
             "--v=1",
         ]
+
+    def _address_args(self) -> list[str]:
+        if self.node_ip is None:
+            # The kubernetes Service would point at 127.0.0.1, which Endpoints reject.
+            return [
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                "--endpoint-reconciler-type=none",
+            ]
+        # Loopback for the host's clients and NODE_IP for pods (through kube-proxy).
+        return ["--bind-address=0.0.0.0", f"--advertise-address={self.node_ip}"]
+
+    def real_node(self) -> Any:
+        """Start (once) the real node of tests/controlplane/node.py; return it when Ready."""
+        if self._node is not None:
+            return self._node
+        if self.node_ip is None and self._attached_node is not None:
+            self._node = self._attached_node
+            return self._node
+        if self.node_ip is None:
+            raise RuntimeError("no real node: NODE_IP could not be put on the loopback device")
+        node_module = _load_node_module()
+        node = node_module.RealNode(
+            bin_dir=self.bin_dir,
+            pki=self.pki,
+            api_url=f"https://{self.node_ip}:{self._api_port()}",
+            log_dir=self.log_dir,
+            sign=_signed_cert,
+            kubeconfig_for=lambda path, user, server: write_kubeconfig(path, server, self.pki, user),
+            log=log,
+            detached=self.detached,
+        )
+        started = time.monotonic()
+        try:
+            node.start()
+            wait_for(
+                f"node {node_module.NODE_NAME} Ready",
+                lambda: node._check_alive() or self._node_is_ready(node_module.NODE_NAME),
+                180,
+                poll=0.5,
+            )
+        except BaseException:
+            log("real node failed to start; logs:\n" + self.node_log_tails(40))
+            node.stop()
+            raise
+        self.timings["real node"] = time.monotonic() - started
+        log(f"real node {node_module.NODE_NAME} Ready in {self.timings['real node']:.1f}s")
+        self._node = node
+        return node
+
+    def node_log_tails(self, lines: int = 30) -> str:
+        out = []
+        for name in ("containerd", "kubelet", "kube-proxy", "coredns"):
+            path = self.log_dir / f"{name}.log"
+            if path.exists():
+                out.append(f"----- {name} ({path}) -----\n{tail(path, lines)}")
+        return "\n".join(out)
+
+    def _api_port(self) -> int:
+        return int(self.api_url.rsplit(":", 1)[1])
+
+    def _node_is_ready(self, name: str) -> bool:
+        try:
+            node = self.rest.get(f"/api/v1/nodes/{name}")
+        except Exception:
+            return False
+        conditions = node.get("status", {}).get("conditions") or []
+        return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
     def _kube_component_common(self, port_name: str) -> list[str]:
         return [
@@ -1300,6 +1413,10 @@ class ControlPlane:
     # -- stop -----------------------------------------------------------------------------
 
     def stop(self, keep_run_dir: bool = False) -> None:
+        node = self._node if self._node is not None else self._attached_node
+        if node is not None:
+            node.stop()
+            self._node = self._attached_node = None
         for name in reversed(COMPONENT_ORDER):
             rec = self._records.get(name)
             if rec is not None:
@@ -1330,6 +1447,23 @@ class ControlPlane:
         cp._records = {p.name: p for p in state.processes}
         cp._rest = None
         cp._ports = {}
+        cp.node_ip = None
+        cp._node = None
+        cp._attached_node = None
+        if state.node_api_url:
+            node_module = _load_node_module()
+            node = node_module.RealNode(
+                bin_dir=cp.bin_dir,
+                pki=cp.pki,
+                api_url=state.node_api_url,
+                log_dir=cp.log_dir,
+                sign=_signed_cert,
+                kubeconfig_for=lambda path, user, server: write_kubeconfig(path, server, cp.pki, user),
+                log=log,
+                detached=True,
+            )
+            node.attached_pids = dict(state.node_pids)
+            cp._attached_node = node
         return cp
 
     def alive(self) -> bool:
@@ -1383,6 +1517,23 @@ def session_control_plane() -> Iterator[ControlPlane]:
         shutil.rmtree(cp.run_dir, ignore_errors=True)
 
 
+def load_project_images(node: Any) -> None:
+    """Build (or reuse) both images with tools/images.py and import them into the node."""
+    import importlib.util
+
+    name = "modelops_images_tool"
+    images = sys.modules.get(name)
+    if images is None:
+        spec = importlib.util.spec_from_file_location(name, REPO_ROOT / "tools" / "images.py")
+        assert spec is not None and spec.loader is not None
+        images = importlib.util.module_from_spec(spec)
+        sys.modules[name] = images
+        spec.loader.exec_module(images)
+    for image in images.IMAGES.values():
+        images.build(image)
+        node.load_image_archive(images.archive(image), image.tag)
+
+
 def read_state() -> ClusterState | None:
     if not STATE_FILE.exists():
         return None
@@ -1408,6 +1559,9 @@ def cmd_up(args: argparse.Namespace) -> int:
     STATE_FILE.parent.mkdir(parents=True, exist_ok=True)
     cp = ControlPlane(detached=True, log_dir=STATE_FILE.parent / "logs")
     cp.start()
+    if args.real_node:
+        cp.real_node()
+        load_project_images(cp._node)
     stable = STATE_FILE.parent / "kubeconfig"
     shutil.copy2(cp.kubeconfig, stable)
     cp.kubeconfig = stable
@@ -1469,7 +1623,12 @@ def cmd_gen(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="start a detached control plane; prints the kubeconfig path")
+    up = sub.add_parser("up", help="start a detached control plane; prints the kubeconfig path")
+    up.add_argument(
+        "--real-node",
+        action="store_true",
+        help="also start the real node (kubelet + containerd) and load the project's images",
+    )
     sub.add_parser("down", help="stop the control plane started by `up`")
     sub.add_parser("env", help="print shell exports for the running control plane")
     sub.add_parser("status", help="print the recorded state, liveness and RSS")

@@ -21,6 +21,9 @@ class OperatorConfig:
     workload_image: str = "ghcr.io/modelops/modelops-runtime:0.1.0"
     store_uri: str = DEFAULT_STORE_URI
     store_volume_claim: str | None = None
+    # Requests of each training job's Ray head pod (the driver and Ray's own services).
+    ray_head_cpu: str = "1"
+    ray_head_memory: str = "2Gi"
     metrics_port: int = 8080
     health_port: int = 8081
     webhook_port: int = 9443
@@ -37,6 +40,8 @@ class OperatorConfig:
             workload_image=env("MODELOPS_WORKLOAD_IMAGE", cls.workload_image),
             store_uri=env("MODELOPS_STORE_URI", cls.store_uri),
             store_volume_claim=env("MODELOPS_STORE_PVC") or None,
+            ray_head_cpu=env("MODELOPS_RAY_HEAD_CPU") or cls.ray_head_cpu,
+            ray_head_memory=env("MODELOPS_RAY_HEAD_MEMORY") or cls.ray_head_memory,
             metrics_port=int(env("MODELOPS_METRICS_PORT", str(cls.metrics_port))),
             health_port=int(env("MODELOPS_HEALTH_PORT", str(cls.health_port))),
             webhook_port=int(env("MODELOPS_WEBHOOK_PORT", str(cls.webhook_port))),

@@ -102,7 +102,10 @@ def make_memo(config: OperatorConfig, options: RunOptions, kube: Kube) -> kopf.M
         kube=kube,
         training_settings=TrainingSettings(
             cluster=ClusterSettings(
-                image=config.workload_image, store_volume_claim=config.store_volume_claim
+                image=config.workload_image,
+                store_volume_claim=config.store_volume_claim,
+                head_cpu=config.ray_head_cpu,
+                head_memory=config.ray_head_memory,
             ),
             retry_backoff_seconds=options.retry_backoff_seconds,
             resync_seconds=options.resync_seconds,

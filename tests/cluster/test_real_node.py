@@ -1,0 +1,382 @@
+"""The Kubernetes path on a real node: real containers, real Ray, real HTTP, nothing patched.
+
+The chart is installed with `helm install`, the examples are applied with `kubectl apply`,
+and everything that follows is done by the operator and the pods it starts on the session's
+real node (kubelet + containerd + runc, tests/controlplane/node.py), with the images built
+from the project's Dockerfiles. No test writes a field that a pod would write.
+
+The operator's and the tenant's namespaces enforce the restricted Pod Security Standard, so
+every pod must actually start under it. Namespace annotations (PodNodeSelector,
+PodTolerationRestriction) send their pods to the real node; the KWOK nodes of the other
+tests never get them, and those tests' pods never land here (the node is tainted).
+
+Resources are scaled to the machine: this node has the host's CPUs (2 in CI), so the
+examples' CPU requests are lowered on the way in (the only change made to them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+import yaml
+
+from tests.cluster.conftest import load_controlplane
+
+# The first test also waits for the node, the images and the chart (minutes when cold).
+pytestmark = [pytest.mark.cluster, pytest.mark.realnode, pytest.mark.timeout(2400)]
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART = ROOT / "charts" / "modelops"
+EXAMPLES = ROOT / "examples" / "digits"
+RELEASE = "modelops-node"
+SYSTEM_NAMESPACE = "modelops-node-system"
+STORE_CLAIM = "modelops-store"
+NODE_NAME = "modelops-node-0"
+RESTRICTED = {
+    "pod-security.kubernetes.io/enforce": "restricted",
+    "pod-security.kubernetes.io/enforce-version": "latest",
+}
+T = TypeVar("T")
+
+controlplane = load_controlplane()
+
+
+def poll(what: str, fn: Callable[[], T | None], timeout: float, every: float = 2.0) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = fn()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(every)
+
+
+class Platform:
+    """The installed chart, the tenant's namespace and the store, as the tests see them."""
+
+    def __init__(self, control_plane: Any, node: Any) -> None:
+        self.cp = control_plane
+        self.node = node
+        self.token = uuid.uuid4().hex[:6]
+        self.tenant = f"tenant-{self.token}"
+        self.store = Path(tempfile.mkdtemp(prefix="modelops-node-store-"))
+        self.pv = f"modelops-store-{self.token}"
+
+    # -- kubectl ---------------------------------------------------------------------------
+
+    def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> str:
+        result = self.cp.kubectl(*args, input=input, check=check)
+        return str(result.stdout)
+
+    def get(self, *args: str) -> dict[str, Any]:
+        out: dict[str, Any] = json.loads(self.kubectl("get", *args, "-o", "json"))
+        return out
+
+    def apply(self, manifest: dict[str, Any], namespace: str | None = None) -> None:
+        ns = ["-n", namespace] if namespace else []
+        self.kubectl("apply", *ns, "-f", "-", input=yaml.safe_dump(manifest))
+
+    def namespace(self, name: str) -> None:
+        self.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {
+                    "name": name,
+                    "labels": {**RESTRICTED, "modelops.dev/real-node-test": self.token},
+                    "annotations": self.node_annotations(),
+                },
+            }
+        )
+
+    def node_annotations(self) -> dict[str, str]:
+        module = sys.modules["modelops_controlplane_node"]
+        annotations: dict[str, str] = module.namespace_annotations()
+        return annotations
+
+    def tenant_pods(self, selector: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.get("pods", "-n", self.tenant, "-l", selector)["items"]
+        return items
+
+    def logs(self, pod: str, container: str | None = None) -> str:
+        args = ["logs", "-n", self.tenant, pod, "--tail", "60"]
+        if container:
+            args += ["-c", container]
+        return self.kubectl(*args, check=False)
+
+    def diagnostics(self) -> str:
+        pods = self.kubectl("get", "pods", "-A", "-o", "wide", check=False)
+        events = self.kubectl(
+            "get", "events", "-n", self.tenant, "--sort-by=.lastTimestamp", check=False
+        )
+        return f"{pods}\n{events[-4000:]}\n{self.cp.node_log_tails(20)}"
+
+    # -- the examples, scaled to this node -------------------------------------------------
+
+    def example(self, name: str) -> dict[str, Any]:
+        manifest: dict[str, Any] = yaml.safe_load((EXAMPLES / name).read_text())
+        return manifest
+
+
+def _write_digits(store: Path) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "modelops_runtime",
+            "datasets",
+            "digits",
+            str(store / "data" / "digits"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    (store / "models").mkdir(exist_ok=True)
+    # The pods run as uid 10001; the folder is the hostPath behind the store PVC.
+    for path in [store, *store.rglob("*")]:
+        os.chmod(path, 0o777 if path.is_dir() else 0o666)
+
+
+@pytest.fixture(scope="module")
+def platform(control_plane: Any, real_node: Any) -> Iterator[Platform]:
+    p = Platform(control_plane, real_node)
+    _write_digits(p.store)
+    p.namespace(SYSTEM_NAMESPACE)
+    p.namespace(p.tenant)
+    p.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": p.pv},
+            "spec": {
+                "capacity": {"storage": "10Gi"},
+                "accessModes": ["ReadWriteMany"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "modelops-store",
+                "hostPath": {"path": str(p.store), "type": "Directory"},
+            },
+        }
+    )
+    p.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolumeClaim",
+            "metadata": {"name": STORE_CLAIM, "namespace": p.tenant},
+            "spec": {
+                "accessModes": ["ReadWriteMany"],
+                "storageClassName": "modelops-store",
+                "volumeName": p.pv,
+                "resources": {"requests": {"storage": "10Gi"}},
+            },
+        }
+    )
+    selector = {"matchLabels": {"modelops.dev/real-node-test": p.token}}
+    values = {
+        "replicaCount": 1,
+        "watchNamespaces": [p.tenant],
+        "store": {"persistentVolumeClaim": STORE_CLAIM, "uri": "file:///var/lib/modelops/models"},
+        "rayHead": {"cpu": "100m", "memory": "1536Mi"},
+        "webhook": {"namespaceSelector": selector},
+    }
+    args = []
+    for key, value in values.items():
+        args += ["--set-json", f"{key}={json.dumps(value)}"]
+    try:
+        control_plane.helm(
+            "install", RELEASE, str(CHART), "--namespace", SYSTEM_NAMESPACE,
+            "--wait", "--timeout", "5m", *args,
+        )  # fmt: skip
+    except RuntimeError as exc:
+        raise AssertionError(f"helm install failed: {exc}\n{p.diagnostics()}") from exc
+    try:
+        yield p
+    finally:
+        control_plane.helm(
+            "uninstall", RELEASE, "--namespace", SYSTEM_NAMESPACE, "--wait", check=False
+        )
+        for ns in (p.tenant, SYSTEM_NAMESPACE):
+            control_plane.kubectl("delete", "namespace", ns, "--wait=false", check=False)
+        control_plane.kubectl("delete", "pv", p.pv, "--wait=false", check=False)
+        shutil.rmtree(p.store, ignore_errors=True)
+
+
+# -- the tests ----------------------------------------------------------------------------------
+
+
+def test_the_operator_runs_in_a_real_pod_under_restricted(platform: Platform) -> None:
+    pods = platform.get(
+        "pods", "-n", SYSTEM_NAMESPACE, "-l", "app.kubernetes.io/component=operator"
+    )
+    assert len(pods["items"]) == 1, platform.diagnostics()
+    pod = pods["items"][0]
+    assert pod["spec"]["nodeName"] == NODE_NAME
+    status = pod["status"]["containerStatuses"][0]
+    assert status["ready"] and status["started"], status
+    # A real container: the kubelet reports the image it ran and the container's id.
+    assert status["containerID"].startswith("containerd://"), status
+    assert "modelops-operator" in status["image"]
+    node = platform.get("node", NODE_NAME)
+    assert node["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
+
+
+def test_training_job_trains_on_real_ray_pods(platform: Platform) -> None:
+    job = platform.example("trainingjob.yaml")
+    job["spec"]["resources"].update({"cpusPerWorker": "500m", "memoryPerWorker": "1536Mi"})
+    platform.apply(job, platform.tenant)
+    name = job["metadata"]["name"]
+    seen_epochs: set[int] = set()
+    seen_pods: dict[str, dict[str, Any]] = {}
+
+    def finished() -> dict[str, Any] | None:
+        tj = platform.get("trainingjob", name, "-n", platform.tenant)
+        status = tj.get("status") or {}
+        epoch = (status.get("progress") or {}).get("epoch")
+        if epoch:
+            seen_epochs.add(int(epoch))
+        for pod in platform.tenant_pods(f"modelops.dev/trainingjob={name}"):
+            if pod["status"].get("phase") == "Running":
+                seen_pods[pod["metadata"]["name"]] = pod
+        if status.get("phase") == "Failed":
+            raise AssertionError(f"the job failed: {status}\n{platform.diagnostics()}")
+        return tj if status.get("phase") == "Succeeded" else None
+
+    try:
+        tj = poll(f"TrainingJob {name} Succeeded", finished, timeout=900)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{platform.diagnostics()}") from exc
+    status = tj["status"]
+    # Real Ray pods ran: a head and both workers, on the real node, with containerd ids.
+    roles = sorted(p["metadata"]["labels"].get("modelops.dev/role", "") for p in seen_pods.values())
+    assert roles.count("worker") == 2 and roles.count("head") == 1, roles
+    for pod in seen_pods.values():
+        assert pod["spec"]["nodeName"] == NODE_NAME
+    # Progress came from the driver while it trained, not only at the end.
+    assert seen_epochs, "no progress was reported while training"
+    version = status["modelVersion"]
+    assert version["version"] == 1
+    metrics = version.get("metrics") or {}
+    assert metrics.get("accuracy", 0) > 0.85, version
+    stored = platform.store / "models" / "digits" / "v1"
+    files = {p.name for p in stored.iterdir()} if stored.exists() else set()
+    assert "model.safetensors" in files and not any(
+        f.endswith(".pt") or f.endswith(".pkl") for f in files
+    ), files
+
+
+def test_model_deployment_serves_the_version_through_its_service(platform: Platform) -> None:
+    md = platform.example("modeldeployment.yaml")
+    md["spec"]["resources"] = {"cpu": "200m", "memory": "1Gi"}
+    platform.apply(md, platform.tenant)
+    name = md["metadata"]["name"]
+
+    def available() -> dict[str, Any] | None:
+        obj = platform.get("modeldeployment", name, "-n", platform.tenant)
+        status = obj.get("status") or {}
+        return (
+            obj if status.get("phase") == "Available" and status.get("activeVersion") == 1 else None
+        )
+
+    try:
+        poll(f"ModelDeployment {name} Available", available, timeout=600)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{platform.diagnostics()}") from exc
+    service = platform.get("service", name, "-n", platform.tenant)
+    cluster_ip = service["spec"]["clusterIP"]
+    port = service["spec"]["ports"][0]["port"]
+    base = f"http://{cluster_ip}:{port}/v2/models/digits"
+    with urllib.request.urlopen(base, timeout=10) as resp:
+        metadata = json.load(resp)
+    input_name = metadata["inputs"][0]["name"]
+    features, labels = _holdout(platform.store / "data" / "digits" / "holdout")
+    body = {
+        "inputs": [
+            {
+                "name": input_name,
+                "shape": list(features.shape),
+                "datatype": "FP32",
+                "data": features.ravel().tolist(),
+            }
+        ]
+    }
+    request = urllib.request.Request(
+        base + "/infer",
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        answer = json.load(resp)
+    predicted = _class_indices(answer)
+    accuracy = sum(int(p == t) for p, t in zip(predicted, labels, strict=True)) / len(labels)
+    assert accuracy > 0.85, accuracy
+    pods = platform.tenant_pods(f"modelops.dev/modeldeployment={name}")
+    assert pods and all(p["spec"]["nodeName"] == NODE_NAME for p in pods)
+
+
+def test_deleting_the_resources_leaves_nothing_behind(platform: Platform) -> None:
+    platform.kubectl(
+        "delete",
+        "-n",
+        platform.tenant,
+        "modeldeployment",
+        "digits",
+        "--wait=true",
+        "--timeout=120s",
+    )
+    platform.kubectl(
+        "delete",
+        "-n",
+        platform.tenant,
+        "trainingjob",
+        "digits-mlp",
+        "--wait=true",
+        "--timeout=120s",
+    )
+
+    def empty() -> bool:
+        left = platform.kubectl(
+            "get", "pods,services,deployments,configmaps,serviceaccounts,roles,rolebindings,jobs",
+            "-n", platform.tenant, "-l", "app.kubernetes.io/managed-by=modelops", "-o", "name",
+        )  # fmt: skip
+        return not left.strip()
+
+    poll("the operator's children to be gone", empty, timeout=180)
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+
+def _holdout(folder: Path) -> tuple[Any, list[int]]:
+    import numpy as np
+    import pyarrow.parquet as pq
+
+    tables = [pq.read_table(p) for p in sorted(folder.glob("*.parquet"))]
+    columns = [c for c in tables[0].column_names if c != "target"]
+    features = np.concatenate(
+        [np.stack([t.column(c).to_numpy() for c in columns], axis=1) for t in tables]
+    ).astype("float32")
+    labels = [int(v) for t in tables for v in t.column("target").to_pylist()]
+    return features, labels
+
+
+def _class_indices(answer: dict[str, Any]) -> list[int]:
+    outputs = {o["name"]: o for o in answer["outputs"]}
+    for output in outputs.values():
+        if output["datatype"] in ("INT64", "INT32"):
+            return [int(v) for v in output["data"]]
+    probs = next(iter(outputs.values()))
+    rows, cols = probs["shape"]
+    data = probs["data"]
+    return [max(range(cols), key=lambda j: data[i * cols + j]) for i in range(rows)]
