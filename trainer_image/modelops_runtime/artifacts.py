@@ -1,6 +1,8 @@
 """Reading and writing model versions in a store (file:// or s3:// through fsspec).
 
-The layout is described in `modelops.api.artifact`.
+The layout is described in `modelops.api.artifact`. The writers here write a folder;
+a version becomes visible only through `modelops_runtime.publish`, which never
+overwrites one.
 """
 
 from __future__ import annotations
@@ -49,28 +51,6 @@ def list_versions(store_uri: str, name: str) -> list[int]:
         if match and fs.exists(f"{str(entry).rstrip('/')}/{CARD}"):
             found.append(int(match.group(1)))
     return sorted(found)
-
-
-def allocate_version(store_uri: str, name: str) -> int:
-    """Reserve the next version number by creating its folder.
-
-    On a local store `mkdir` is atomic, so concurrent callers never share a number.
-    In a cluster the operator allocates numbers instead and passes them in.
-    """
-    fs, root = filesystem(join(store_uri, name))
-    fs.makedirs(root, exist_ok=True)
-    taken = [
-        int(m.group(1))
-        for entry in fs.ls(root, detail=False)
-        if (m := _VERSION_DIR.match(str(entry).rstrip("/").rsplit("/", 1)[-1]))
-    ]
-    candidate = max(taken, default=0) + 1
-    while True:
-        try:
-            fs.mkdir(f"{root}/v{candidate}", create_parents=False)
-            return candidate
-        except FileExistsError:
-            candidate += 1
 
 
 def write_json(uri: str, payload: Any) -> None:

@@ -4,9 +4,11 @@ A version is a folder `<store>/<model>/v<version>/` holding:
 - `model.safetensors`: weights (never pickle: loading must not execute code);
 - `model.json`: this module's ModelCard, enough to rebuild the network and serve it;
 - `metrics.json`: evaluation metrics, name → number;
-- `snapshot.json`: the SnapshotManifest of the data it was trained on.
+- `snapshot.json`: the SnapshotManifest of the data it was trained on;
+- `publish.json`: the run that published it (absent in versions from older releases).
 An ensemble version has no weights of its own; its members sit in `members/<i>/`.
-`model.json` is written last, so a folder without it is an unfinished version.
+A version is published create-only and never changed after (`modelops_runtime.publish`);
+a folder without `model.json` is not a version.
 """
 
 from __future__ import annotations

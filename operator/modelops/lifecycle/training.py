@@ -25,6 +25,7 @@ from modelops.api.training import (
     WorkerCounts,
 )
 from modelops.lifecycle.conditions import set_condition
+from modelops.lifecycle.lineage import describe
 from modelops.lifecycle.training_report import parse_progress, parse_result
 
 # Condition types and their reasons: fixed strings that clients may match on.
@@ -364,6 +365,8 @@ def _plan_succeeded(draft: _Draft, index: int, head: PodView, pods: list[PodView
     status.completion_time = obs.now
     version = status.model_version
     status.message = f"model {version.name} version {version.version} at {version.uri}"
+    if result and result.origin:
+        status.message += f", {describe(result.origin.how, result.origin.why)}"
     draft.condition(READY, True, REASON_MODEL_VERSION_READY, status.message)
     _finish_workers(draft, pods)
     return _Step(attempt=index, requeue_after=_seconds_to_ttl(draft))

@@ -37,6 +37,13 @@ class _Wire(BaseModel):
     model_config = ConfigDict(extra="ignore", alias_generator=to_camel, populate_by_name=True)
 
 
+class VersionOrigin(_Wire):
+    """How the version came about (a `lineage.Origin` value) and why."""
+
+    how: str
+    why: str
+
+
 class TrainingResult(_Wire):
     """The head pod's termination message on success."""
 
@@ -47,6 +54,7 @@ class TrainingResult(_Wire):
     parent_version: int | None = None
     checkpoint: str | None = None
     trials: list[TrialResult] = Field(default_factory=list)
+    origin: VersionOrigin | None = None
 
     def encode(self, limit: int = TERMINATION_MESSAGE_LIMIT) -> str:
         """JSON that fits the termination message; trials, then metrics, are shed to fit."""

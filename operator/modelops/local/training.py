@@ -1,7 +1,10 @@
 """A TrainingJob in local mode: the runtime's `train` command as a child process.
 
-The job id is fixed per job, so a retry or a rerun of `modelops run` resumes from the
-last epoch checkpoint; a Succeeded job is never trained again.
+The job id is fixed per job. The runtime scopes checkpoints by job, spec and data, so a
+retry or a rerun of `modelops run` resumes the last epoch checkpoint only when neither
+the spec nor the data changed; a rerun of an unchanged job that already published its
+version reports that version. Version numbers come from the store (never from the state
+folder), so runs sharing a store cannot take the same number.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from modelops.api.training import (
     TrialResult,
 )
 from modelops.lifecycle.conditions import set_condition
+from modelops.lifecycle.lineage import describe
 from modelops.local.context import LocalContext, now
 from modelops.local.state import read_json
 
@@ -158,6 +162,7 @@ class LocalTraining:
                 TrialResult.model_validate({k: t[k] for k in ("id", "params", "metrics") if k in t})
                 for t in result.pop("trials", None) or []
             ]
+            origin = result.pop("origin", None)
             version = ModelVersionRef.model_validate(result)
             self.status = self.status.model_copy(
                 update={
@@ -167,7 +172,10 @@ class LocalTraining:
                     "main_metric": main_metric(version.metrics),
                 }
             )
-            self._set(TrainingPhase.SUCCEEDED, "Succeeded", f"version {version.version} stored")
+            message = f"version {version.version} stored"
+            if isinstance(origin, dict) and origin.get("how"):
+                message += f", {describe(str(origin['how']), str(origin.get('why', '')))}"
+            self._set(TrainingPhase.SUCCEEDED, "Succeeded", message)
             return
         permanent = _PERMANENT.get(code)
         retries_left = len(attempts) <= self.job.spec.backoff_limit

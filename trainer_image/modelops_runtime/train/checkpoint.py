@@ -1,12 +1,15 @@
 """Job checkpoints in the store, without pickle.
 
-Layout under `<store>/<model>/checkpoints/<job-id>/`:
+Layout under `<store>/<model>/checkpoints/<job-id>/<run-key>/` (the run key digests the
+job, its spec and its data, see `modelops.lifecycle.lineage`: only the same run resumes):
 - `epoch-<N>/model.safetensors`: network weights (`model.*` keys, as in a version);
 - `epoch-<N>/optimizer.safetensors`: optimizer tensors (`state.<param>.<name>`);
 - `epoch-<N>/state.json`: optimizer scalars and groups, loop state, written last, so an
   epoch folder without it is an unfinished write and is ignored;
 - `attempts/<n>/`: one folder per start of the training function, made atomically;
-- `job.json`: the version number the job writes, so a resumed job keeps it.
+- `run.json`: the run's pin (see `modelops_runtime.train.runs`).
+Checkpoints of stores written before runs were scoped sit directly under `<job-id>/`;
+no run resumes them.
 """
 
 from __future__ import annotations
@@ -27,6 +30,10 @@ _ATTEMPT = re.compile(r"^([0-9]+)$")
 
 def job_root(store_uri: str, model: str, job_id: str) -> str:
     return artifacts.join(store_uri, model, "checkpoints", job_id)
+
+
+def run_root(store_uri: str, model: str, job_id: str, run_key: str) -> str:
+    return artifacts.join(job_root(store_uri, model, job_id), run_key)
 
 
 def _children(uri: str, pattern: re.Pattern[str]) -> list[int]:

@@ -1,8 +1,10 @@
 """`python -m modelops_runtime train --spec FILE`: run one TrainingJob manifest.
 
-Exit codes: 0 trained and stored; 2 the manifest is invalid; 3 a warm start found no
-new data. The last stdout line is `MODELOPS_RESULT <json>` (the version's reference:
-name, version, uri, metrics, dataSnapshot, parentVersion, and the trials of a search).
+Exit codes: 0 the version is stored (trained, resumed or reused); 2 the manifest is
+invalid; 3 a warm start found no new data. The last stdout line is `MODELOPS_RESULT
+<json>` (the version's reference: name, version, uri, metrics, dataSnapshot,
+parentVersion, the trials of a search, and origin: how the version came about,
+Trained, Resumed or Reused, and why).
 """
 
 from __future__ import annotations
@@ -39,9 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="modelops_runtime train", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spec", required=True, help="TrainingJob manifest (YAML)")
-    parser.add_argument("--version", type=int, help="version to write; allocated in the store when omitted")
-    parser.add_argument("--job-id", help="checkpoint scope: rerunning with the same id resumes "
-                        "(default: metadata.uid, else a fresh id)")
+    parser.add_argument("--version", type=int, help="version number to publish (the operator's); the next free "
+                        "one when another writer published it first; taken from the store when omitted")
+    parser.add_argument("--job-id", help="checkpoint scope: rerunning with the same id, spec and data resumes, "
+                        "or reuses the version it published (default: metadata.uid, else a fresh id)")
     parser.add_argument("--progress-file", help="where to keep the progress JSON document")
     parser.add_argument("--ray-address", default=os.environ.get("RAY_ADDRESS"),
                         help="Ray cluster to join; a local one is started when omitted")

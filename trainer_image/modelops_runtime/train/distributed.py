@@ -37,13 +37,14 @@ def scaling_config(resources: WorkerResources) -> ScalingConfig:
 class ProgressCallback(UserCallback):  # type: ignore[misc]
     """Writes rank 0's epoch report as the progress document."""
 
-    def __init__(self, job_id: str, path: str) -> None:
+    def __init__(self, job_id: str, path: str, checkpoint_root: str | None = None) -> None:
         self.job_id = job_id
         self.path = path
+        self.checkpoint_root = checkpoint_root
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
         if metrics and "epoch" in metrics[0]:
-            progress.write(self.path, progress.from_report(self.job_id, metrics[0]))
+            progress.write(self.path, progress.from_report(self.job_id, metrics[0], self.checkpoint_root))
 
 
 def _worker(config: dict[str, Any]) -> None:
@@ -71,7 +72,7 @@ def run(
             # Ray keeps only its own run state here; the checkpoints live in the model store.
             storage_path=storage_path or tempfile.mkdtemp(prefix="modelops-ray-"),
             failure_config=FailureConfig(max_failures=max_failures),
-            callbacks=[ProgressCallback(cfg.job_id, progress_path)],
+            callbacks=[ProgressCallback(cfg.job_id, progress_path, cfg.checkpoint_root)],
         ),
     )
     trainer.fit()

@@ -1,4 +1,12 @@
-"""One TrainingJob, end to end: data snapshot → plan → train (or search) → stored version."""
+"""One TrainingJob, end to end: data snapshot → plan → train (or search) → stored version.
+
+The run (job, spec digest, data digest; see `runs`) scopes the checkpoints: only the same
+run resumes them. A run whose version is already published reports it and trains
+nothing. A new version is written aside and published create-only (see
+`modelops_runtime.publish`); when its number went to another writer meanwhile, it takes
+the next free one. Its snapshot lists the shards the run read, with the fingerprints the
+run key was computed from.
+"""
 
 from __future__ import annotations
 
@@ -13,23 +21,22 @@ import torch
 
 from modelops.api.artifact import SnapshotManifest
 from modelops.api.training import (
-    DataSnapshot,
     Mode,
     ModelVersionRef,
     Task,
     TrainingJob,
     TrainingJobSpec,
 )
-from modelops_runtime import artifacts
+from modelops.lifecycle.lineage import Origin
+from modelops_runtime import artifacts, publish
 from modelops_runtime.data import shards as shard_files
 from modelops_runtime.data.pipeline import DataPlan, Part, ReadLog, Scaling, survey
+from modelops_runtime.evaluate import TRAINING_RECORD
 from modelops_runtime.evaluate import data_plan as evaluation_plan
-from modelops_runtime.train import checkpoint, progress, versions, warmstart
+from modelops_runtime.train import checkpoint, progress, runs, versions, warmstart
 from modelops_runtime.train.loop import EpochEnd, LoopConfig, run_in_process
 from modelops_runtime.train.losses import check_loss, default_loss, output_width
 from modelops_runtime.train.resources import threads_per_worker
-
-_JOB = "job.json"
 
 
 @dataclass
@@ -37,40 +44,34 @@ class Prepared:
     """What the workers need, decided once by the driver."""
 
     spec: TrainingJobSpec
-    job_id: str
-    root: str
-    version: int
+    run: runs.Run
     current: SnapshotManifest
     data: DataPlan
     shape: versions.Shape
     warm: warmstart.WarmStart | None
     survey_reads: list[str] = field(default_factory=list)
 
+    @property
+    def job_id(self) -> str:
+        return self.run.job_id
+
+    @property
+    def root(self) -> str:
+        return self.run.root
+
 
 @dataclass
 class JobResult:
-    """The stored version and how it came about."""
+    """The stored version and how it came about (an `Origin`, and why)."""
 
     ref: ModelVersionRef
     record: dict[str, Any]
     trials: list[dict[str, Any]]
+    origin: Origin = Origin.TRAINED
+    reason: str = ""
 
     def summary(self) -> dict[str, Any]:
-        return {**self.ref.to_dict(), "trials": self.trials}
-
-
-def _reserve_version(root: str, store: str, name: str, given: int | None) -> int:
-    """The job's version: given by the operator, else allocated once and kept in job.json."""
-    job_file = artifacts.join(root, _JOB)
-    fs, path = artifacts.filesystem(job_file)
-    if fs.exists(path):
-        reserved = int(artifacts.read_json(job_file)["version"])
-        if given is not None and given != reserved:
-            raise ValueError(f"job checkpoints at {root} belong to version {reserved}, not {given}")
-        return reserved
-    version = given if given is not None else artifacts.allocate_version(store, name)
-    artifacts.write_json(job_file, {"version": version})
-    return version
+        return {**self.ref.to_dict(), "trials": self.trials, "origin": {"how": self.origin.value, "why": self.reason}}
 
 
 def _features(spec: TrainingJobSpec, columns: list[str]) -> list[str]:
@@ -100,13 +101,8 @@ def _check(spec: TrainingJobSpec) -> None:
             raise ValueError(f"{where}: {metric} is not reported; choose one of {sorted(known)}")
 
 
-def prepare(job: TrainingJob, job_id: str, version: int | None = None) -> Prepared:
+def prepare(job: TrainingJob, run: runs.Run, current: SnapshotManifest) -> Prepared:
     spec = job.spec
-    _check(spec)
-    store, name = spec.output.store_uri, spec.output.model_name
-    root = checkpoint.job_root(store, name, job_id)
-    reserved = _reserve_version(root, store, name, version)
-    current = shard_files.snapshot(spec.data.uri, spec.data.format)
     features = _features(spec, current.columns)
     task = spec.model.task
     base = DataPlan(
@@ -120,7 +116,11 @@ def prepare(job: TrainingJob, job_id: str, version: int | None = None) -> Prepar
         validation_split=spec.data.validation_split,
         seed=spec.training.seed,
     )
-    warm = warmstart.plan(spec, current) if spec.warm_start else None
+    warm = None
+    if spec.warm_start:
+        # The parent is pinned at the run's first start: a resume reads the same shards.
+        warm = warmstart.plan(spec, current, runs.read_pin(run).get("parent"))
+        runs.write_pin(run, parent=warm.version)
     log = ReadLog()
     if warm is not None:
         if warm.card.features != features:
@@ -148,7 +148,7 @@ def prepare(job: TrainingJob, job_id: str, version: int | None = None) -> Prepar
         n_outputs=output_width(loss, task, len(classes or []), horizon),
         classes=classes,
     )
-    return Prepared(spec, job_id, root, reserved, current, data, shape, warm, sorted(log.paths))
+    return Prepared(spec, run, current, data, shape, warm, sorted(log.paths))
 
 
 def _loop_config(
@@ -192,23 +192,40 @@ def _evaluation(prepared: Prepared) -> tuple[DataPlan, Part]:
     """Holdout shards when the job names them, else the validation split of the shards read."""
     spec = prepared.spec
     if spec.data.holdout_uri:
-        card = versions.make_card(spec.output.model_name, prepared.version, prepared.shape, spec.model)
+        card = versions.make_card(spec.output.model_name, 1, prepared.shape, spec.model)
         return evaluation_plan(card, spec.data.holdout_uri, spec.data.format, spec.data.label), "all"
     return replace(prepared.data, scaling=None), "validation"
 
 
-def _record(prepared: Prepared, state: dict[str, Any], **extra: Any) -> dict[str, Any]:
+def _shards_read(prepared: Prepared, states: list[dict[str, Any]]) -> set[str]:
+    return set(prepared.survey_reads).union(*(state["shards_read"] for state in states))
+
+
+def trained_snapshot(prepared: Prepared, read: set[str]) -> SnapshotManifest:
+    """The shards the weights were trained on, with the fingerprints the run was keyed by.
+
+    A warm start's weights also carry what its parent was trained on: the shards
+    unchanged since the parent stay listed, so the next delta is computed against
+    everything the weights saw (a shard that changed was read again, or is not listed).
+    """
+    inherited = {s.path for s in prepared.warm.delta.unchanged} if prepared.warm else set()
+    shards = [s for s in prepared.current.shards if s.path in read | inherited]
+    return prepared.current.model_copy(update={"shards": shards})
+
+
+def _record(prepared: Prepared, version: int, state: dict[str, Any], read: set[str], **extra: Any) -> dict[str, Any]:
     warm = prepared.warm
     spec = prepared.spec
     record: dict[str, Any] = {
         "jobId": prepared.job_id,
-        "version": prepared.version,
+        "run": prepared.run.owner(),
+        "version": version,
         "parent": warm.version if warm else None,
         "dataUri": spec.data.uri,
         "label": spec.data.label,
         "features": prepared.shape.features,
         "trainedOn": [s.path for s in prepared.data.shards],
-        "shardsRead": sorted(set(prepared.survey_reads) | set(state["shards_read"])),
+        "shardsRead": sorted(read),
         "epochs": state["history"],
         "attempts": 1 + max((h["attempt"] for h in state["history"]), default=0),
         "stoppedEarly": state["stopped_early"],
@@ -231,27 +248,13 @@ def _ensemble_weight(value: float | None, mode: Mode) -> float:
     return max(value, 1e-9) if mode == Mode.MAX else 1.0 / max(value, 1e-9)
 
 
-def run(
-    job: TrainingJob,
-    job_id: str,
-    *,
-    version: int | None = None,
-    progress_path: str | None = None,
-    use_ray: bool = True,
-    on_epoch_end: Callable[[EpochEnd], None] | None = None,
-) -> JobResult:
-    """Train the job's version and store it; resumes from the job's checkpoints if any."""
-    if job.spec.search is not None and not use_ray:
-        raise ValueError("a search runs its trials on Ray Tune; it cannot run in-process")
-    prepared = prepare(job, job_id, version)
+def _stage(prepared: Prepared, folder: str, number: int, on_epoch_end: Callable[[EpochEnd], None] | None,
+           progress_file: str, use_ray: bool) -> list[dict[str, Any]]:
+    """Train (or search) and write the version into `folder`; returns the search's trials."""
     spec = prepared.spec
-    progress_file = progress_path or str(Path(tempfile.mkdtemp(prefix="modelops-progress-")) / "progress.json")
-    store, name = spec.output.store_uri, spec.output.model_name
-    folder = artifacts.version_uri(store, name, prepared.version)
+    name = spec.output.model_name
     evaluation = _evaluation(prepared)
     parent = prepared.warm.version if prepared.warm else None
-    trials: list[dict[str, Any]] = []
-
     # Ray is imported only when used: an in-process run starts seconds faster without it.
     if spec.search is None:
         cfg = _loop_config(prepared, spec, prepared.root, on_epoch_end)
@@ -262,57 +265,127 @@ def run(
         else:
             run_in_process(cfg, progress_file)
         tensors, state = _final_weights(prepared.root, prepared.data.scaling)
-        card = versions.make_card(name, prepared.version, prepared.shape, spec.model, parent)
-        metrics, _ = versions.save_single(folder, card, tensors, prepared.shape, evaluation, prepared.current, _record(prepared, state))
-    else:
-        from modelops_runtime.train import search
+        read = _shards_read(prepared, [state])
+        snapshot = trained_snapshot(prepared, read)
+        card = versions.make_card(name, number, prepared.shape, spec.model, parent)
+        versions.save_single(folder, card, tensors, prepared.shape, evaluation, snapshot, _record(prepared, number, state, read))
+        return []
 
-        outcomes = search.run(
-            spec,
-            job_id,
-            prepared.root,
-            lambda trial_spec, root, _: _loop_config(prepared, trial_spec, root, on_epoch_end),
-            progress_file,
-        )
-        trials = [outcome.record() for outcome in outcomes]
-        best = outcomes[0]
-        search_info = {"search": {"metric": spec.search.metric, "mode": spec.search.mode.value, "best": best.id, "trials": trials}}
-        artifacts.write_json(artifacts.join(folder, "trials.json"), trials)
-        top = outcomes[: spec.search.ensemble_top_k] if spec.search.ensemble_top_k >= 2 else []
-        if not top:
-            tensors, state = _final_weights(best.root, prepared.data.scaling)
-            card = versions.make_card(name, prepared.version, prepared.shape, best.spec.model, parent)
-            record = _record(prepared, state, **search_info)
-            metrics, _ = versions.save_single(folder, card, tensors, prepared.shape, evaluation, prepared.current, record)
-        else:
-            members = []
-            for i, outcome in enumerate(top):
-                tensors, state = _final_weights(outcome.root, prepared.data.scaling)
-                member_card = versions.make_card(name, prepared.version, prepared.shape, outcome.spec.model, parent)
-                member_folder = artifacts.join(folder, "members", str(i))
-                record = _record(prepared, state, source=outcome.id)
-                _, member = versions.save_single(member_folder, member_card, tensors, prepared.shape, evaluation, None, record)
-                members.append(member)
-            weights = [_ensemble_weight(o.metrics.get(spec.search.metric), spec.search.mode) for o in top]
-            ensemble = versions.ensemble_card(spec.search.ensemble_method, [o.id for o in top], weights)
-            card = versions.make_card(name, prepared.version, prepared.shape, None, parent, ensemble)
-            state = _final_weights(best.root, None)[1]
-            metrics = versions.save_ensemble(folder, card, members, evaluation, prepared.current, _record(prepared, state, **search_info))
+    from modelops_runtime.train import search
 
-    record = artifacts.read_json(artifacts.join(folder, "training.json"))
-    epochs = len(record["epochs"])
-    progress.write(progress_file, progress.document(job_id, epochs, epochs, metrics, phase="finished", trials=trials or None))
-    ref = ModelVersionRef(
-        name=name,
-        version=prepared.version,
-        uri=folder,
-        metrics=metrics,
-        data_snapshot=DataSnapshot(
-            uri=artifacts.join(folder, artifacts.SNAPSHOT),
-            shards=len(prepared.current.shards),
-            rows=prepared.current.rows,
-            digest=shard_files.digest(prepared.current),
-        ),
-        parent_version=parent,
+    outcomes = search.run(
+        spec,
+        prepared.job_id,
+        prepared.root,
+        lambda trial_spec, root, _: _loop_config(prepared, trial_spec, root, on_epoch_end),
+        progress_file,
     )
-    return JobResult(ref=ref, record=record, trials=trials)
+    trials = [outcome.record() for outcome in outcomes]
+    best = outcomes[0]
+    search_info = {"search": {"metric": spec.search.metric, "mode": spec.search.mode.value, "best": best.id, "trials": trials}}
+    artifacts.write_json(artifacts.join(folder, "trials.json"), trials)
+    top = outcomes[: spec.search.ensemble_top_k] if spec.search.ensemble_top_k >= 2 else []
+    if not top:
+        tensors, state = _final_weights(best.root, prepared.data.scaling)
+        read = _shards_read(prepared, [state])
+        snapshot = trained_snapshot(prepared, read)
+        card = versions.make_card(name, number, prepared.shape, best.spec.model, parent)
+        record = _record(prepared, number, state, read, **search_info)
+        versions.save_single(folder, card, tensors, prepared.shape, evaluation, snapshot, record)
+        return trials
+    members, states = [], []
+    for i, outcome in enumerate(top):
+        tensors, state = _final_weights(outcome.root, prepared.data.scaling)
+        states.append(state)
+        member_card = versions.make_card(name, number, prepared.shape, outcome.spec.model, parent)
+        member_folder = artifacts.join(folder, "members", str(i))
+        record = _record(prepared, number, state, _shards_read(prepared, [state]), source=outcome.id)
+        _, member = versions.save_single(member_folder, member_card, tensors, prepared.shape, evaluation, None, record)
+        members.append(member)
+    weights = [_ensemble_weight(o.metrics.get(spec.search.metric), spec.search.mode) for o in top]
+    ensemble = versions.ensemble_card(spec.search.ensemble_method, [o.id for o in top], weights)
+    card = versions.make_card(name, number, prepared.shape, None, parent, ensemble)
+    read = _shards_read(prepared, states)
+    snapshot = trained_snapshot(prepared, read)
+    state = _final_weights(best.root, None)[1]
+    versions.save_ensemble(folder, card, members, evaluation, snapshot, _record(prepared, number, state, read, **search_info))
+    return trials
+
+
+def _reused(run: runs.Run, store: str, name: str, version: int, progress_file: str) -> JobResult:
+    folder = artifacts.version_uri(store, name, version)
+    record: dict[str, Any] = artifacts.read_json(artifacts.join(folder, TRAINING_RECORD))
+    metrics = artifacts.load_metrics(folder)
+    epochs = len(record.get("epochs", []))
+    progress.write(progress_file, progress.document(run.job_id, epochs, epochs, metrics, phase="finished"))
+    ref = versions.reference(store, name, version, metrics, artifacts.load_snapshot(folder), artifacts.load_card(folder).parent)
+    trials = list(record.get("search", {}).get("trials", []))
+    why = f"job {run.job_id} already published it from the same spec and data; nothing was trained"
+    return JobResult(ref=ref, record=record, trials=trials, origin=Origin.REUSED, reason=why)
+
+
+def _how(prepared: Prepared, resumed_from: int | None, record: dict[str, Any]) -> tuple[Origin, str]:
+    """Whether the run resumed or trained from the start, and why."""
+    if resumed_from is not None:
+        return Origin.RESUMED, f"continued from the epoch {resumed_from} checkpoint of an earlier attempt with the same spec and data"
+    if record["attempts"] > 1:
+        return Origin.RESUMED, f"a worker failed; attempt {record['attempts'] - 1} continued from the last checkpoint"
+    spec = prepared.spec
+    earlier = runs.earlier_runs(spec.output.store_uri, spec.output.model_name, prepared.run)
+    why = "the spec or the data changed since an earlier run of this job" if earlier else "no earlier run of this job"
+    if prepared.warm is not None:
+        why += f"; warm-started from v{prepared.warm.version}"
+    return Origin.TRAINED, why
+
+
+def run(
+    job: TrainingJob,
+    job_id: str,
+    *,
+    version: int | None = None,
+    progress_path: str | None = None,
+    use_ray: bool = True,
+    on_epoch_end: Callable[[EpochEnd], None] | None = None,
+) -> JobResult:
+    """The job's version: the one this run already published, else trained and published.
+
+    `version` is the number the operator allocated; when another writer published it
+    first, the version gets the next free number (the result says which).
+    """
+    spec = job.spec
+    if spec.search is not None and not use_ray:
+        raise ValueError("a search runs its trials on Ray Tune; it cannot run in-process")
+    _check(spec)
+    progress_file = progress_path or str(Path(tempfile.mkdtemp(prefix="modelops-progress-")) / "progress.json")
+    store, name = spec.output.store_uri, spec.output.model_name
+    current = shard_files.snapshot(spec.data.uri, spec.data.format)
+    run_ = runs.scope(spec, job_id, current)
+    done = runs.published(run_, store, name, version)
+    if done is not None:
+        return _reused(run_, store, name, done, progress_file)
+
+    prepared = prepare(job, run_, current)
+    resumed_from = checkpoint.latest_epoch(prepared.root) if spec.search is None else None
+    pinned = runs.read_pin(run_).get("version")
+    # The number this run tried before (it died publishing) stays its first choice.
+    number = (pinned if isinstance(pinned, int) else None) or version or publish.next_number(store, name)
+    staging = publish.stage_uri(store, name)
+    try:
+        trials = _stage(prepared, staging, number, on_epoch_end, progress_file, use_ray)
+        number = runs.publish_version(run_, store, name, staging, number)
+    finally:
+        publish.discard(staging)
+    # Read back from what was published: the version is the account of itself.
+    folder = artifacts.version_uri(store, name, number)
+    record = artifacts.read_json(artifacts.join(folder, TRAINING_RECORD))
+    metrics, snapshot = artifacts.load_metrics(folder), artifacts.load_snapshot(folder)
+    epochs = len(record["epochs"])
+    final = progress.document(job_id, epochs, epochs, metrics, phase="finished", trials=trials or None)
+    last_epoch = checkpoint.latest_epoch(prepared.root)
+    if last_epoch is not None:
+        final["checkpoint"] = checkpoint.epoch_uri(prepared.root, last_epoch)
+    progress.write(progress_file, final)
+    parent = prepared.warm.version if prepared.warm else None
+    origin, why = _how(prepared, resumed_from, record)
+    ref = versions.reference(store, name, number, metrics, snapshot, parent)
+    return JobResult(ref=ref, record=record, trials=trials, origin=origin, reason=why)

@@ -1,8 +1,10 @@
 """The training loop one worker runs: the same code in-process, on Ray Train, or in a trial.
 
 Every epoch ends with a checkpoint in the store (by rank 0) and a report. On start the
-loop resumes from the job's newest complete checkpoint, so a restarted worker group or
-a new process with the same job id never redoes a finished epoch.
+loop resumes from the newest complete checkpoint under its root, which belongs to one
+run (job, spec and data; see `modelops_runtime.train.runs`), so a restarted worker
+group or a new process of the same run never redoes a finished epoch, and a changed
+spec or dataset never continues from another run's weights.
 """
 
 from __future__ import annotations
@@ -251,6 +253,6 @@ def run_in_process(cfg: LoopConfig, progress_path: str | None) -> dict[str, Any]
 
     def report(metrics: dict[str, Any]) -> None:
         if progress_path:
-            progress.write(progress_path, progress.from_report(cfg.job_id, metrics))
+            progress.write(progress_path, progress.from_report(cfg.job_id, metrics, cfg.checkpoint_root))
 
     return run(cfg, Comm.alone(cfg.use_gpu), report)

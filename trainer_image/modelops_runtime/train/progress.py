@@ -2,7 +2,8 @@
 
 The document has the fields of the API's `Progress` (camelCase: epoch, totalEpochs,
 percent, metrics, samplesPerSecond, updatedAt) plus `attempt`, `jobId`, `phase`
-(training, search, finished) and, during a search, `trials`. One process writes it
+(training, search, finished), `checkpoint` (the epoch's checkpoint folder) and, during
+a search, `trials`. One process writes it
 (the Ray Train controller, the Tune driver, or the loop itself when run in-process);
 the CLI's printer thread echoes each change to stdout as a `MODELOPS_PROGRESS <json>`
 line for log scrapers, or draws a rich progress bar when stdout is a terminal.
@@ -51,9 +52,13 @@ def document(
     return out
 
 
-def from_report(job_id: str, report: dict[str, Any]) -> dict[str, Any]:
-    """The document for one epoch report of the training loop."""
-    return document(
+def from_report(job_id: str, report: dict[str, Any], checkpoint_root: str | None = None) -> dict[str, Any]:
+    """The document for one epoch report of the training loop.
+
+    With `checkpoint_root`, it names the epoch's checkpoint folder: the operator shows it
+    and cannot derive it, since the folder depends on the run's data digest.
+    """
+    doc = document(
         job_id,
         epoch=int(report["epoch"]),
         total_epochs=int(report["total_epochs"]),
@@ -61,6 +66,9 @@ def from_report(job_id: str, report: dict[str, Any]) -> dict[str, Any]:
         samples_per_second=float(report["samples_per_second"]),
         attempt=int(report["attempt"]),
     )
+    if checkpoint_root is not None:
+        doc["checkpoint"] = f"{checkpoint_root.rstrip('/')}/epoch-{int(report['epoch'])}"
+    return doc
 
 
 def write(path: str | os.PathLike[str], doc: dict[str, Any]) -> None:

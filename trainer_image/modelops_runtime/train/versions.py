@@ -15,8 +15,16 @@ from modelops.api.artifact import (
     SnapshotManifest,
     TensorSpec,
 )
-from modelops.api.training import Architecture, EnsembleMethod, ModelSpec, Task
+from modelops.api.training import (
+    Architecture,
+    DataSnapshot,
+    EnsembleMethod,
+    ModelSpec,
+    ModelVersionRef,
+    Task,
+)
 from modelops_runtime import artifacts
+from modelops_runtime.data import shards as shard_files
 from modelops_runtime.data.pipeline import DataPlan, Part
 from modelops_runtime.evaluate import TRAINING_RECORD, evaluate_predictor
 from modelops_runtime.models import build_model
@@ -132,6 +140,19 @@ def save_ensemble(
     return metrics
 
 
+def renumber(folder: str, version: int) -> None:
+    """Give a staged version another number (its first one went to another run)."""
+    fs, root = artifacts.filesystem(folder)
+    for path in fs.find(root):
+        relative = str(path)[len(root) + 1 :]
+        uri = artifacts.join(folder, relative)
+        if relative.rsplit("/", 1)[-1] == artifacts.CARD:
+            card = ModelCard.model_validate(artifacts.read_json(uri))
+            artifacts.write_json(uri, card.model_copy(update={"version": version}).model_dump(mode="json"))
+        elif relative.rsplit("/", 1)[-1] == TRAINING_RECORD:
+            artifacts.write_json(uri, {**artifacts.read_json(uri), "version": version})
+
+
 def ensemble_card(method: EnsembleMethod, sources: list[str], weights: list[float]) -> EnsembleCard:
     return EnsembleCard(
         method=method,
@@ -139,4 +160,23 @@ def ensemble_card(method: EnsembleMethod, sources: list[str], weights: list[floa
             EnsembleMemberCard(path=f"members/{i}", weight=weight, source=source)
             for i, (source, weight) in enumerate(zip(sources, weights, strict=True))
         ],
+    )
+
+
+def reference(store: str, name: str, version: int, metrics: dict[str, float], snapshot: SnapshotManifest | None,
+               parent: int | None) -> ModelVersionRef:
+    """The status reference of a published version."""
+    folder = artifacts.version_uri(store, name, version)
+    return ModelVersionRef(
+        name=name,
+        version=version,
+        uri=folder,
+        metrics=metrics,
+        data_snapshot=None if snapshot is None else DataSnapshot(
+            uri=artifacts.join(folder, artifacts.SNAPSHOT),
+            shards=len(snapshot.shards),
+            rows=snapshot.rows,
+            digest=shard_files.digest(snapshot),
+        ),
+        parent_version=parent,
     )

@@ -51,15 +51,18 @@ def replay_sample(unchanged: list[ShardInfo], fraction: float, seed: int) -> lis
     return sorted((by_path[path] for path in chosen), key=lambda s: s.path)
 
 
-def plan(spec: TrainingJobSpec, current: SnapshotManifest) -> WarmStart:
-    """Resolve the parent version and the shards to read; raises NothingToTrain on no delta."""
+def plan(spec: TrainingJobSpec, current: SnapshotManifest, parent: int | None = None) -> WarmStart:
+    """Resolve the parent version and the shards to read; raises NothingToTrain on no delta.
+
+    `parent`, when given, is the version a run pinned at its first start.
+    """
     warm = spec.warm_start
     if warm is None:
         raise ValueError("the job has no warmStart")
     store = spec.output.store_uri
     name = warm.model_name or spec.output.model_name
     versions = artifacts.list_versions(store, name)
-    version = warm.version or (versions[-1] if versions else None)
+    version = parent or warm.version or (versions[-1] if versions else None)
     if version is None or version not in versions:
         raise FileNotFoundError(f"warm start: model {name} has no finished version {version or ''} in {store}")
     uri = artifacts.version_uri(store, name, version)

@@ -10,9 +10,12 @@ imported where needed):
 3. runs `python -m modelops_runtime train ...` and relays each `MODELOPS_PROGRESS` line
    to the head pod's `modelops.dev/progress` annotation (at most every few seconds),
    with the pod's own service-account token, which may patch this pod and nothing else;
-4. writes the TrainingResult (version, URI, metrics, data snapshot) as the container's
-   termination message, or the tail of the output when training failed, and exits
-   with the training's exit code, so the pod's phase is the attempt's result.
+4. writes the TrainingResult (version, URI, metrics, data snapshot, and whether the
+   version was trained, resumed or reused) as the container's termination message, or
+   the tail of the output when training failed, and exits with the training's exit
+   code, so the pod's phase is the attempt's result. The version is the one the
+   runtime reports (`MODELOPS_RESULT` line): it differs from `--version` when another
+   writer published that number first, or when the job had published its version before.
 """
 
 from __future__ import annotations
@@ -37,11 +40,13 @@ from modelops.lifecycle.training import checkpoint_uri, version_uri
 from modelops.lifecycle.training_report import (
     TERMINATION_MESSAGE_LIMIT,
     TrainingResult,
+    VersionOrigin,
     encode_progress,
     snapshot_summary,
 )
 
 PROGRESS_MARKER = "MODELOPS_PROGRESS "
+RESULT_MARKER = "MODELOPS_RESULT "
 PROGRESS_ANNOTATION = "modelops.dev/progress"
 TERMINATION_LOG = "/dev/termination-log"
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -166,11 +171,30 @@ def _read_text(uri: str) -> str | None:
         return None
 
 
+def reported_result(lines: Iterable[str]) -> dict[str, Any] | None:
+    """The runtime's own account of its result: the last `MODELOPS_RESULT {json}` line."""
+    for line in reversed(list(lines)):
+        if line.startswith(RESULT_MARKER):
+            try:
+                document = json.loads(line[len(RESULT_MARKER) :])
+            except json.JSONDecodeError:
+                return None
+            return document if isinstance(document, dict) else None
+    return None
+
+
 def build_result(
-    job: TrainingJob, version: int, job_id: str, last: dict[str, Any] | None
+    job: TrainingJob,
+    version: int,
+    job_id: str,
+    last: dict[str, Any] | None,
+    reported: dict[str, Any] | None = None,
 ) -> TrainingResult:
-    """The result of a finished training, read from the version folder it wrote."""
+    """The result of a finished training, read from the version folder it published."""
     spec = job.spec
+    reported = reported or {}
+    if isinstance(reported.get("version"), int):
+        version = reported["version"]
     folder = version_uri(spec, version)
     metrics_text = _read_text(f"{folder}/metrics.json")
     metrics = json.loads(metrics_text) if metrics_text else dict((last or {}).get("metrics", {}))
@@ -188,9 +212,17 @@ def build_result(
         uri=folder,
         metrics={k: float(v) for k, v in metrics.items() if isinstance(v, int | float)},
         data_snapshot=snapshot,
-        parent_version=spec.warm_start.version if spec.warm_start else None,
+        parent_version=reported.get("parentVersion")
+        or (spec.warm_start.version if spec.warm_start else None),
         checkpoint=checkpoint,
+        origin=_origin(reported.get("origin")),
     )
+
+
+def _origin(value: Any) -> VersionOrigin | None:
+    if not isinstance(value, dict) or not all(isinstance(value.get(k), str) for k in ("how", "why")):
+        return None
+    return VersionOrigin(how=value["how"], why=value["why"])
 
 
 def failure_message(code: int, tail: Iterable[str]) -> str:
@@ -310,7 +342,7 @@ def main(argv: Sequence[str] | None = None, command: Sequence[str] | None = None
     relay = ProgressRelay(send, interval=args.report_interval)
     code, tail = run_training(command or train_command(args), relay)
     if code == 0:
-        result = build_result(job, args.version, args.job_id, relay.last)
+        result = build_result(job, args.version, args.job_id, relay.last, reported_result(tail))
         write_termination_message(result.encode(), args.termination_log)
     else:
         write_termination_message(failure_message(code, tail), args.termination_log)
