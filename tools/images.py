@@ -238,38 +238,44 @@ def build(image: Image) -> str:
     started = time.monotonic()
     log(f"building {image.tag} from {image.dockerfile} ({wanted})")
     context = _context(image)
+    build_log = cache_dir() / f"build-{image.name}.log"
     try:
-        run(
-            [
-                podman(),
-                "build",
-                "--quiet",
-                "--network",
-                "none",
-                "--layers",
-                "-f",
-                image.dockerfile,
-                "--build-arg",
-                f"PYTHON_IMAGE={base}",
-                "--build-arg",
-                f"VERSION={version()}",
-                "--build-arg",
-                "PIP_FIND_LINKS=/wheels",
-                "--build-arg",
-                "PIP_NO_INDEX=1",
-                "--volume",
-                f"{wheels}:/wheels:ro",
-                *ulimit_args(),
-                "--label",
-                f"{HASH_LABEL}={wanted}",
-                "-t",
-                image.tag,
-                str(context),
-            ],
-            stdout=subprocess.DEVNULL,
-        )
+        with build_log.open("w") as out:
+            proc = subprocess.run(
+                [
+                    podman(),
+                    "build",
+                    "--network",
+                    "none",
+                    "--layers",
+                    "-f",
+                    image.dockerfile,
+                    "--build-arg",
+                    f"PYTHON_IMAGE={base}",
+                    "--build-arg",
+                    f"VERSION={version()}",
+                    "--build-arg",
+                    "PIP_FIND_LINKS=/wheels",
+                    "--build-arg",
+                    "PIP_NO_INDEX=1",
+                    "--volume",
+                    f"{wheels}:/wheels:ro",
+                    *ulimit_args(),
+                    "--label",
+                    f"{HASH_LABEL}={wanted}",
+                    "-t",
+                    image.tag,
+                    str(context),
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                check=False,
+            )
     finally:
         shutil.rmtree(context, ignore_errors=True)
+    if proc.returncode != 0:
+        tail = "\n".join(build_log.read_text(errors="replace").splitlines()[-40:])
+        raise SystemExit(f"podman build of {image.tag} failed (full log: {build_log}):\n{tail}")
     log(f"built {image.tag} in {time.monotonic() - started:.0f}s")
     return image.tag
 

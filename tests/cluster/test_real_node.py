@@ -325,6 +325,83 @@ def test_model_deployment_serves_the_version_through_its_service(platform: Platf
     assert pods and all(p["spec"]["nodeName"] == NODE_NAME for p in pods)
 
 
+def test_batch_prediction_runs_as_a_real_job(platform: Platform) -> None:
+    """The same ModelDeployment predicts over the holdout shards with a Job on the node."""
+    md = platform.example("modeldeployment.yaml")
+    md["spec"]["resources"] = {"cpu": "200m", "memory": "1Gi"}
+    md["spec"]["batchPrediction"] = {
+        "inputUri": "file:///var/lib/modelops/data/digits/holdout",
+        "outputUri": "file:///var/lib/modelops/predictions/digits",
+    }
+    platform.apply(md, platform.tenant)
+    name = md["metadata"]["name"]
+
+    def done() -> dict[str, Any] | None:
+        status = platform.get("modeldeployment", name, "-n", platform.tenant).get("status") or {}
+        batch = status.get("batchPrediction") or {}
+        if batch.get("phase") == "Failed":
+            raise AssertionError(f"batch prediction failed: {batch}\n{platform.diagnostics()}")
+        return batch if batch.get("phase") == "Succeeded" else None
+
+    try:
+        batch = poll("batch prediction Succeeded", done, timeout=600)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{platform.diagnostics()}") from exc
+    assert batch["shardsDone"] == batch["shardsTotal"] > 0, batch
+    written = sorted((platform.store / "predictions" / "digits").rglob("*.parquet"))
+    assert len(written) == batch["shardsTotal"], written
+    jobs = platform.get("jobs", "-n", platform.tenant)["items"]
+    assert any(j["status"].get("succeeded") == 1 for j in jobs), jobs
+
+
+def test_a_killed_worker_fails_the_attempt_and_the_retry_resumes(platform: Platform) -> None:
+    job = platform.example("trainingjob.yaml")
+    job["metadata"]["name"] = "digits-resume"
+    job["spec"]["output"]["modelName"] = "digits-resume"
+    job["spec"]["training"]["epochs"] = 40
+    job["spec"]["training"].pop("earlyStopping", None)
+    job["spec"]["resources"].update({"cpusPerWorker": "500m", "memoryPerWorker": "1536Mi"})
+    platform.apply(job, platform.tenant)
+    name = job["metadata"]["name"]
+
+    def training() -> int | None:
+        status = platform.get("trainingjob", name, "-n", platform.tenant).get("status") or {}
+        epoch = int((status.get("progress") or {}).get("epoch") or 0)
+        return epoch if epoch >= 3 else None
+
+    try:
+        poll("three epochs of the first attempt", training, timeout=900)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{platform.diagnostics()}") from exc
+    workers = platform.tenant_pods(f"modelops.dev/trainingjob={name},modelops.dev/role=worker")
+    victim = workers[0]["metadata"]["name"]
+    platform.kubectl("delete", "pod", victim, "-n", platform.tenant, "--grace-period=0", "--force")
+
+    def finished() -> dict[str, Any] | None:
+        status = platform.get("trainingjob", name, "-n", platform.tenant).get("status") or {}
+        if status.get("phase") == "Failed":
+            raise AssertionError(f"the job failed: {status}")
+        return status if status.get("phase") == "Succeeded" else None
+
+    try:
+        status = poll(f"TrainingJob {name} Succeeded after the retry", finished, timeout=900)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{platform.diagnostics()}") from exc
+    attempts = status["attempts"]
+    assert len(attempts) >= 2 and attempts[0]["result"] == "Failed", attempts
+    assert attempts[0].get("lastCheckpoint"), attempts
+    # The version's training record lists every epoch with the attempt that ran it: the
+    # first attempt's epochs are kept and the retry continues after them (a fresh start
+    # would have begun again at epoch 1 with only the retry's epochs).
+    record = json.loads((platform.store / "models" / "digits-resume" / "v1" / "training.json").read_text())
+    history = record["epochs"]
+    by_attempt = sorted({h["attempt"] for h in history})
+    assert len(by_attempt) >= 2, history
+    numbers = [h["epoch"] for h in history]
+    assert numbers == sorted(set(numbers)) and numbers[0] in (0, 1), numbers
+    platform.kubectl("delete", "-n", platform.tenant, "trainingjob", name, "--wait=true", "--timeout=120s")
+
+
 def test_deleting_the_resources_leaves_nothing_behind(platform: Platform) -> None:
     platform.kubectl(
         "delete",

@@ -1205,6 +1205,8 @@ class ControlPlane:
             "--authorization-mode=Node,RBAC",
             f"--kubelet-client-certificate={pki / 'admin.crt'}",
             f"--kubelet-client-key={pki / 'admin.key'}",
+            # The node's name is not in any DNS: reach kubelets by their address.
+            "--kubelet-preferred-address-types=InternalIP,Hostname",
             "--anonymous-auth=true",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
             "--allow-privileged=true",
@@ -1531,7 +1533,7 @@ def load_project_images(node: Any) -> None:
         spec.loader.exec_module(images)
     for image in images.IMAGES.values():
         images.build(image)
-        node.load_image_archive(images.archive(image), image.tag)
+        node.load_image(image.tag, images.image_hash(image), lambda i=image: images.archive(i))
 
 
 def read_state() -> ClusterState | None:

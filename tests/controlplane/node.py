@@ -164,7 +164,8 @@ class RealNode:
         self._write_config()
         self._spawn("containerd", ["containerd", "--config", str(self.run_dir / "containerd.toml")])
         _wait("containerd", lambda: self._ctr("version").returncode == 0, 60)
-        self.load_image_archive(self._pause_archive(), PAUSE_IMAGE)
+        pause = self._pause_archive()
+        self.load_image(PAUSE_IMAGE, pause.name, lambda: pause)
         self.timings["containerd"] = time.monotonic() - t0
         self._spawn("kubelet", self._kubelet_args())
         self._spawn("kube-proxy", self._kube_proxy_args())
@@ -213,30 +214,52 @@ class RealNode:
 
     # -- images -----------------------------------------------------------------------------
 
-    def load_image_archive(self, archive: Path, reference: str) -> float:
-        """Import an OCI archive unless containerd already holds it; seconds spent."""
+    def load_image(
+        self, reference: str, content_id: str, make_archive: Callable[[], Path]
+    ) -> float:
+        """Import an image unless containerd already holds this content; seconds spent.
+
+        `content_id` names the content (the builder's content hash); `make_archive` writes
+        an OCI archive of it, called only when an import is needed. The archive is removed
+        afterwards: containerd keeps its own copy, in a root folder that survives sessions.
+        """
         marker = (
             self.containerd_root
             / "modelops-imported"
             / hashlib.sha256(reference.encode()).hexdigest()
         )
-        stamp = f"{archive.name} {archive.stat().st_size}"
         listed = self._ctr("-n", "k8s.io", "images", "ls", "-q").stdout.split()
-        if reference in listed and marker.exists() and marker.read_text() == stamp:
+        if reference in listed and marker.exists() and marker.read_text() == content_id:
             return 0.0
         started = time.monotonic()
-        proc = self._ctr(
-            "-n", "k8s.io", "images", "import", "--no-unpack", "--index-name", reference, str(archive)
-        )  # fmt: skip
+        archive = make_archive()
+        repository, _, _ = reference.rpartition(":")
+        try:
+            # The archive names its image by tag (podman) or by full reference; --base-name
+            # turns a bare tag into `repository:tag`, so the image is known by `reference`.
+            proc = self._ctr(
+                "-n",
+                "k8s.io",
+                "images",
+                "import",
+                "--no-unpack",
+                "--base-name",
+                repository,
+                str(archive),
+            )
+        finally:
+            if archive.parent != cache_root() / "pause":
+                archive.unlink(missing_ok=True)
         if proc.returncode != 0:
-            raise RuntimeError(f"ctr images import {archive}: {proc.stderr}")
-        for stray in self._ctr("-n", "k8s.io", "images", "ls", "-q").stdout.split():
-            if stray.startswith("import-"):  # names ctr derives from the archive's own tags
-                self._ctr("-n", "k8s.io", "images", "rm", stray)
+            raise RuntimeError(f"ctr images import {reference}: {proc.stderr}")
+        if reference not in self._ctr("-n", "k8s.io", "images", "ls", "-q").stdout.split():
+            raise RuntimeError(f"ctr images import did not create {reference}: {proc.stdout}")
         # Pinned so the kubelet's image garbage collection never removes it.
         self._ctr("-n", "k8s.io", "images", "label", reference, "io.cri-containerd.pinned=pinned")
+        # The previous content of the same name is now unreferenced: containerd's garbage
+        # collector removes it.
         marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(stamp)
+        marker.write_text(content_id)
         spent = time.monotonic() - started
         self.log(f"imported {reference} into containerd in {spent:.0f}s")
         return spent
@@ -544,7 +567,9 @@ def _oci_archive_of(rootfs: Path, entrypoint: list[str], archive: Path) -> None:
                     "mediaType": "application/vnd.oci.image.manifest.v1+json",
                     "digest": manifest_digest,
                     "size": len(manifest),
-                    "annotations": {"org.opencontainers.image.ref.name": "1"},
+                    "annotations": {
+                        "org.opencontainers.image.ref.name": PAUSE_IMAGE.rpartition(":")[2]
+                    },
                 }
             ],
         }
