@@ -296,6 +296,24 @@ def test_valid_trainingjob_is_stored(k8s: Any, namespace: str, trainingjob: dict
     assert created["metadata"]["uid"]
 
 
+def test_kubectl_apply_of_the_crds_is_clean(control_plane: Any) -> None:
+    """The control plane submits the CRDs as `kubectl apply` leaves them, so a user's
+    `kubectl apply -f crds/` (docs) finds the last-applied annotation and warns nothing."""
+    applied = control_plane.kubectl("apply", "-f", str(REPO_ROOT / "crds"))
+    assert applied.stderr == "", applied.stderr
+    names = {doc["metadata"]["name"] for doc in _crd_docs()}
+    assert {line.split()[0].split("/")[-1] for line in applied.stdout.splitlines()} == names
+
+
+def _crd_docs() -> list[dict[str, Any]]:
+    return [
+        doc
+        for path in sorted((REPO_ROOT / "crds").glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc and doc.get("kind") == "CustomResourceDefinition"
+    ]
+
+
 # --------------------------------------------------------------------------------------
 # Server-side apply and optimistic concurrency
 # --------------------------------------------------------------------------------------

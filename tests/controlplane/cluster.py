@@ -1362,13 +1362,44 @@ class ControlPlane:
             wait_for("kube-apiserver /readyz", self._apiserver_ready, self.timeout, poll=0.1)
             self.kubectl("apply", "--server-side", "--force-conflicts", *self._file_args(files))
             docs = []
-        crds = [d for d in docs if d.get("kind") == "CustomResourceDefinition"]
+        crds = [
+            self._with_last_applied(d) for d in docs if d.get("kind") == "CustomResourceDefinition"
+        ]
         pending = [
             (f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{d['metadata']['name']}", d)
             for d in crds
         ]
         pending += [("/api/v1/nodes", node.manifest()) for node in self.nodes]
         return [d["metadata"]["name"] for d in crds], pending
+
+    @staticmethod
+    def _with_last_applied(doc: dict[str, Any]) -> dict[str, Any]:
+        """`doc` with the annotation `kubectl apply` keeps, byte for byte as kubectl writes it.
+
+        Without it a user's later `kubectl apply -f crds/` warns that the annotation is
+        missing. kubectl stores the object as Go's encoding/json writes it: sorted keys,
+        HTML characters escaped, whole floats as integers, "annotations": {} and a newline.
+        """
+        key = "kubectl.kubernetes.io/last-applied-configuration"
+
+        def go(v: Any) -> Any:
+            if isinstance(v, dict):
+                return {k: go(x) for k, x in v.items()}
+            if isinstance(v, list):
+                return [go(x) for x in v]
+            return int(v) if isinstance(v, float) and v.is_integer() else v
+
+        meta = doc.get("metadata") or {}
+        annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k != key}
+        text = json.dumps(
+            go({**doc, "metadata": {**meta, "annotations": annotations}}),
+            sort_keys=True,
+            separators=(",", ":"),
+            ensure_ascii=False,
+        )
+        for char in "<>&\u2028\u2029":
+            text = text.replace(char, f"\\u{ord(char):04x}")
+        return {**doc, "metadata": {**meta, "annotations": {**annotations, key: text + "\n"}}}
 
     def _submit(self, pending: list[tuple[str, dict[str, Any]]]) -> bool:
         """Create what is left in `pending` (CRDs applied, nodes created); True when done."""

@@ -3,11 +3,15 @@ and a fuzz run of malformed bodies, all against one real server process."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+import aiohttp
 import httpx
 import numpy as np
 import pytest
@@ -120,6 +124,49 @@ def test_wrong_datatype_in_data_and_paths(client: httpx.Client) -> None:
     assert client.get("/no/such/path").status_code == 404
     big = client.post("/v2/models/m/infer", content=b"[" + b"1," * 200_000 + b"1]")
     assert big.status_code == 413 and "limit" in big.json()["error"]
+
+
+# Far over the limit, and far over what the kernel buffers: a server that closes without
+# reading the rest resets the connection while the client is still sending.
+HUGE_BODY = b"0" * (40 * 1024 * 1024)
+TOO_LARGE = {"error": f"request body exceeds the limit of {256 * 1024} bytes"}
+
+
+def test_a_huge_body_gets_the_413_over_urllib(server: ServerProcess) -> None:
+    request = urllib.request.Request(
+        f"{server.url}/v2/models/m/infer", data=HUGE_BODY, method="POST",
+        headers={"Content-Type": "application/json"},
+    )
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(request, timeout=60)
+    assert raised.value.code == 413
+    assert json.loads(raised.value.read()) == TOO_LARGE
+
+
+def test_a_huge_body_gets_the_413_over_aiohttp(server: ServerProcess) -> None:
+    async def post() -> tuple[int, Any]:
+        url = f"{server.url}/v2/models/m/infer"
+        async with aiohttp.ClientSession() as session, session.post(url, data=HUGE_BODY) as reply:
+            return reply.status, await reply.json(content_type=None)
+
+    assert asyncio.run(post()) == (413, TOO_LARGE)
+
+
+def test_huge_headers_followed_by_a_body_get_the_431(server: ServerProcess) -> None:
+    head = (b"POST /v2/models/m/infer HTTP/1.1\r\nContent-Length: %d\r\nX-Big: " % len(HUGE_BODY)
+            + b"a" * 70_000 + b"\r\n\r\n")
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(head + HUGE_BODY)
+        sock.shutdown(socket.SHUT_WR)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    assert status_line == b"HTTP/1.1 431 Request Header Fields Too Large"
+    assert b"connection: close" in rest
+    assert json.loads(rest.partition(b"\r\n\r\n")[2]) == {
+        "error": f"request headers exceed the limit of {64 * 1024} bytes"
+    }
 
 
 def test_malformed_http_is_400(server: ServerProcess) -> None:

@@ -57,6 +57,26 @@ class ApiError(Exception):
         return self.status == 409
 
 
+def load_configuration(kubeconfig: str | None) -> client.Configuration:
+    """The given kubeconfig file; without one, in-cluster, then the default kubeconfig.
+
+    An explicit file wins over the pod's service account, as it does for kubectl. The
+    default is KUBECONFIG as it was when `kubernetes` was first imported (the client
+    reads it then), so a file chosen at run time must be passed here, not via the env.
+    """
+    configuration = client.Configuration()
+    if kubeconfig is None:
+        try:
+            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+            return configuration
+        except config.ConfigException:
+            pass
+    config.load_kube_config(  # type: ignore[no-untyped-call]
+        config_file=kubeconfig, client_configuration=configuration
+    )
+    return configuration
+
+
 def namespaced_path(kind: str, namespace: str, name: str | None = None) -> str:
     prefix, plural = _KINDS[kind]
     path = f"{prefix}/namespaces/{quote(namespace)}/{plural}"
@@ -98,14 +118,11 @@ class Kube:
 
     @classmethod
     def connect(cls, kubeconfig: str | None = None, pool_size: int = 32) -> Kube:
-        """In-cluster when running in a pod, the kubeconfig otherwise."""
-        configuration = client.Configuration()
-        try:
-            config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
-        except config.ConfigException:
-            config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=kubeconfig, client_configuration=configuration
-            )
+        """See `load_configuration`; ConfigException when there is nothing to load."""
+        return cls.from_configuration(load_configuration(kubeconfig), pool_size)
+
+    @classmethod
+    def from_configuration(cls, configuration: client.Configuration, pool_size: int = 32) -> Kube:
         # Reconciles run on several threads; a pool smaller than that serialises them.
         configuration.connection_pool_maxsize = pool_size
         return cls(client.ApiClient(configuration))

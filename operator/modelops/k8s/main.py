@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import importlib
 import logging
-import os
 import random
 from dataclasses import dataclass, field
 from typing import Any
 
 import kopf
 
-from modelops.k8s import metrics
+from modelops.k8s import login, metrics
 from modelops.k8s.config import OperatorConfig
 from modelops.k8s.kube import Kube
 from modelops.k8s.trainingjob.builders import ClusterSettings
@@ -125,9 +124,12 @@ def run(config: OperatorConfig, options: RunOptions) -> int:
         # CPU at 200 jobs); failures and our own warnings still show.
         logging.getLogger("kopf.objects").setLevel(logging.WARNING)
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
-    if options.kubeconfig:
-        # Kopf logs in on its own (from KUBECONFIG); both clients must see the same cluster.
-        os.environ["KUBECONFIG"] = options.kubeconfig
+    try:
+        kube = login.connect(options.kubeconfig, pool_size=options.reconcile_workers * 2)
+    except login.StartupError as error:
+        # Kopf would start anyway and idle without credentials; a failing pod is visible.
+        logging.getLogger(__name__).error("modelops operator cannot start: %s", error)
+        return 1
     for module in handler_modules(options):
         importlib.import_module(module)
 
@@ -135,7 +137,12 @@ def run(config: OperatorConfig, options: RunOptions) -> int:
     def _settings(settings: kopf.OperatorSettings, **_: Any) -> None:
         configure(settings, config, options)
 
-    kube = Kube.connect(options.kubeconfig, pool_size=options.reconcile_workers * 2)
+    @kopf.on.login()
+    def _login(settings: kopf.OperatorSettings, **_: Any) -> kopf.ConnectionInfo:
+        # Loaded again on every (re-)login, so rotated tokens and exec plugins stay fresh.
+        configuration = login.configuration_of(options.kubeconfig)
+        return login.connection_info(configuration, trust_env=settings.networking.trust_env)
+
     kube.observe = metrics.METRICS.observe_request
     server = metrics.serve(config.metrics_port)
     try:

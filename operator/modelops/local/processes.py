@@ -153,7 +153,7 @@ class Supervisor:
         sweep(self.marker)
 
 
-def _is_ours(pid: int) -> bool:
+def is_ours(pid: int) -> bool:
     """Guard against a recycled pid: only groups running our runtime are stopped."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
@@ -166,7 +166,7 @@ def stop_leftovers(recorded: Mapping[str, int]) -> list[str]:
     """Stop process groups a previous run recorded but did not stop (it was killed)."""
     stopped = []
     for name, pid in recorded.items():
-        if not _is_ours(pid):
+        if not is_ours(pid):
             continue
         stop_group(pid, 5.0)
         stopped.append(name)

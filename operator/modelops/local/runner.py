@@ -26,9 +26,9 @@ from modelops.api.training import TrainingJob, TrainingPhase
 from modelops.api.update import IncrementalUpdate
 from modelops.api.validation import iter_documents, manifest_files, parse_resource
 from modelops.local import view
-from modelops.local.context import LocalContext, rewrite_root
-from modelops.local.processes import Supervisor, stop_leftovers
-from modelops.local.state import StateStore
+from modelops.local.context import LocalContext, now, rewrite_root
+from modelops.local.processes import Supervisor, is_ours, stop_leftovers
+from modelops.local.state import Heartbeat, StateStore
 from modelops.local.training import LocalTraining
 from modelops.local.updating import LocalUpdate
 
@@ -119,6 +119,7 @@ class LocalRunner:
                             "runner", "ControllerError", f"{type(error).__name__}: {error}"
                         )
                 self.ctx.state.record_processes(self.ctx.supervisor.pids())
+                self.ctx.state.beat(Heartbeat(os.getpid(), now()))
                 records = self.ctx.state.all_records()
                 if display is not None:
                     display.update(view.render(records, self.ctx.events, self.urls))
@@ -137,6 +138,7 @@ class LocalRunner:
                 await closer()
         await asyncio.to_thread(self.ctx.supervisor.stop_all)
         self.ctx.state.record_processes({})
+        self.ctx.state.beat(Heartbeat(os.getpid(), now(), stopped=True))
 
 
 async def run_async(runner: LocalRunner, live: bool, console: Console) -> None:
@@ -181,14 +183,21 @@ def run(
 
 def status(state_dir: Path) -> int:
     """The `modelops status` command: the table from another terminal."""
-    records: list[dict[str, Any]] = StateStore(state_dir).all_records()
+    store = StateStore(state_dir)
+    records: list[dict[str, Any]] = store.all_records()
     console = Console()
     if not records:
         console.print(f"no local state in {state_dir}")
         return 1
+    beat = store.last_beat()
+    live = view.is_live(beat, now(), is_ours)
     if console.is_terminal:
-        console.print(view.table(records))
+        if not live:
+            console.print(view.not_live_line(beat, now()), highlight=False)
+        console.print(view.table(records, live))
     else:
+        if not live:
+            print(view.not_live_line(beat, now()))
         for record in records:
-            print(view.plain_line(record))
+            print(view.plain_line(record, live))
     return 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,15 @@ def read_json(path: Path, default: Any = None) -> Any:
         return default
 
 
+@dataclass(frozen=True)
+class Heartbeat:
+    """The last sign of life of `modelops run`: its pid, when, and whether it stopped."""
+
+    pid: int
+    seen: datetime
+    stopped: bool = False
+
+
 class StateStore:
     """Statuses of resources by kind and name, plus promotions per model."""
 
@@ -37,6 +48,7 @@ class StateStore:
         self.resources = root / "resources"
         self.registry_path = root / "registry.json"
         self.processes_path = root / "processes.json"
+        self.heartbeat_path = root / "heartbeat.json"
         self.resources.mkdir(parents=True, exist_ok=True)
 
     def status_path(self, kind: str, name: str) -> Path:
@@ -87,3 +99,23 @@ class StateStore:
     def recorded_processes(self) -> dict[str, int]:
         pids = read_json(self.processes_path, {})
         return {str(k): int(v) for k, v in pids.items()} if isinstance(pids, dict) else {}
+
+    def beat(self, heartbeat: Heartbeat) -> None:
+        write_json_atomic(
+            self.heartbeat_path,
+            {
+                "pid": heartbeat.pid,
+                "seen": heartbeat.seen.isoformat(),
+                "stopped": heartbeat.stopped,
+            },
+        )
+
+    def last_beat(self) -> Heartbeat | None:
+        """None when no run wrote one (a folder from an older version, or never run)."""
+        beat = read_json(self.heartbeat_path)
+        try:
+            return Heartbeat(
+                int(beat["pid"]), datetime.fromisoformat(beat["seen"]), bool(beat["stopped"])
+            )
+        except (TypeError, KeyError, ValueError):
+            return None

@@ -6,9 +6,14 @@ Why not aiohttp or uvicorn: this keeps only what an inference endpoint needs
 below directly. For speed it measured even with an aiohttp hello-world on uvloop
 (docs/benchmarks.md, Serving), so the control, not raw speed, is the reason.
 
-Bounds, so memory never grows with load: bodies over `max_body` get 413 and the
-connection is closed before the rest is read; headers over `max_header_bytes`
-get 431; a connection stops being read while `_MAX_PIPELINED` requests wait, and
+Bounds, so memory never grows with load: bodies over `max_body` get 413 (from
+Content-Length, before the body is read) and headers over `max_header_bytes` get
+431; then the connection closes after a lingering close. A plain close with the
+client still sending would reset the connection, and a reset discards the answer
+the client has not read yet: so the answer is written, the write side shut down,
+and what still arrives is read and thrown away until the client closes, for at
+most `_LINGER_S` seconds and `_LINGER_BYTES` bytes (nginx's lingering_close). A
+connection stops being read while `_MAX_PIPELINED` requests wait, and
 waits for the client to read before writing more; at most `max_connections`
 are open; idle connections close after `idle_timeout_s`.
 """
@@ -35,6 +40,10 @@ from modelops_runtime.serve.errors import (
 log = logging.getLogger(__name__)
 
 _MAX_PIPELINED = 16
+# Lingering close: total time, silence and bytes discarded before the socket is closed anyway.
+_LINGER_S = 30.0
+_LINGER_IDLE_S = 5.0
+_LINGER_BYTES = 256 * 1024 * 1024
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 
 
@@ -99,6 +108,9 @@ class _Connection(asyncio.Protocol):
         self._header_bytes = 0
         self._body: list[bytes] = []
         self._body_size = 0
+        self._linger_deadline: float | None = None
+        self._linger_left = 0
+        self._linger_timer: asyncio.TimerHandle | None = None
 
     @property
     def busy(self) -> bool:
@@ -117,6 +129,8 @@ class _Connection(asyncio.Protocol):
         self._server.connections.discard(self)
         self._broken = True
         self._pending.clear()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
 
@@ -130,6 +144,8 @@ class _Connection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._broken:
+            if self._linger_deadline is not None:
+                self._discard(len(data))
             return
         self.last_active = self._loop.time()
         try:
@@ -149,6 +165,28 @@ class _Connection(asyncio.Protocol):
         self._transport.pause_reading()
         self._pending.append(self._server.error_body(error))
         self._schedule()
+
+    def _linger(self, transport: asyncio.Transport) -> None:
+        """Close once the client has read the answer; see the module docstring."""
+        self._linger_deadline = self._loop.time() + _LINGER_S
+        self._linger_left = _LINGER_BYTES
+        if transport.can_write_eof():
+            transport.write_eof()  # FIN after the answer: the client sees it complete
+        transport.resume_reading()
+        self._linger_timer = self._loop.call_later(_LINGER_IDLE_S, transport.close)
+
+    def _discard(self, n: int) -> None:
+        assert self._transport is not None and self._linger_deadline is not None
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+        self._linger_left -= n
+        remaining = self._linger_deadline - self._loop.time()
+        if self._linger_left <= 0 or remaining <= 0:
+            self._transport.close()
+            return
+        self._linger_timer = self._loop.call_later(
+            min(_LINGER_IDLE_S, remaining), self._transport.close
+        )
 
     # -- parser callbacks ----------------------------------------------------
 
@@ -224,6 +262,9 @@ class _Connection(asyncio.Protocol):
                     await self._writable  # the client is not reading: do not buffer more
                 transport.write(encode(response, keep_alive))
                 self.last_active = self._loop.time()
+                if isinstance(item, Response):
+                    self._linger(transport)  # the rest of that request may still be arriving
+                    return
                 if not keep_alive:
                     transport.close()
                     return
