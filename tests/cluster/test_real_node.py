@@ -188,7 +188,7 @@ def platform(control_plane: Any, real_node: Any) -> Iterator[Platform]:
         "replicaCount": 1,
         "watchNamespaces": [p.tenant],
         "store": {"persistentVolumeClaim": STORE_CLAIM, "uri": "file:///var/lib/modelops/models"},
-        "rayHead": {"cpu": "100m", "memory": "1536Mi"},
+        "rayHead": {"cpu": "100m", "memory": "3Gi"},
         "webhook": {"namespaceSelector": selector},
     }
     args = []
@@ -204,6 +204,11 @@ def platform(control_plane: Any, real_node: Any) -> Iterator[Platform]:
     try:
         yield p
     finally:
+        # The resources first, while the operator still runs to remove its finalizers.
+        control_plane.kubectl(
+            "delete", "-n", p.tenant, "trainingjobs,modeldeployments,incrementalupdates", "--all",
+            "--wait=true", "--timeout=180s", check=False,
+        )  # fmt: skip
         control_plane.helm(
             "uninstall", RELEASE, "--namespace", SYSTEM_NAMESPACE, "--wait", check=False
         )
@@ -234,7 +239,7 @@ def test_the_operator_runs_in_a_real_pod_under_restricted(platform: Platform) ->
 
 def test_training_job_trains_on_real_ray_pods(platform: Platform) -> None:
     job = platform.example("trainingjob.yaml")
-    job["spec"]["resources"].update({"cpusPerWorker": "500m", "memoryPerWorker": "1536Mi"})
+    job["spec"]["resources"].update({"cpusPerWorker": "500m", "memoryPerWorker": "2Gi"})
     platform.apply(job, platform.tenant)
     name = job["metadata"]["name"]
     seen_epochs: set[int] = set()
@@ -360,7 +365,7 @@ def test_a_killed_worker_fails_the_attempt_and_the_retry_resumes(platform: Platf
     job["spec"]["output"]["modelName"] = "digits-resume"
     job["spec"]["training"]["epochs"] = 40
     job["spec"]["training"].pop("earlyStopping", None)
-    job["spec"]["resources"].update({"cpusPerWorker": "500m", "memoryPerWorker": "1536Mi"})
+    job["spec"]["resources"].update({"cpusPerWorker": "500m", "memoryPerWorker": "2Gi"})
     platform.apply(job, platform.tenant)
     name = job["metadata"]["name"]
 

@@ -301,7 +301,9 @@ class RealNode:
                     f'  address = "{self.socket}"',
                     '[plugins."io.containerd.grpc.v1.cri"]',
                     f'  sandbox_image = "{PAUSE_IMAGE}"',
-                    "  enable_unprivileged_ports = true",
+                    # Without CAP_SYS_RESOURCE (sandboxed hosts) runc cannot lower a
+                    # process's oom_score_adj below its parent's: clamp instead of failing.
+                    "  restrict_oom_score_adj = true",
                     '[plugins."io.containerd.grpc.v1.cri".cni]',
                     f'  bin_dir = "{cni_bin}"',
                     f'  conf_dir = "{run / "net.d"}"',
