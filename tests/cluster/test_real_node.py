@@ -122,7 +122,14 @@ class Platform:
         events = self.kubectl(
             "get", "events", "-n", self.tenant, "--sort-by=.lastTimestamp", check=False
         )
-        return f"{pods}\n{events[-4000:]}\n{self.cp.node_log_tails(20)}"
+        failed = []
+        for pod in self.get("pods", "-n", self.tenant)["items"]:
+            statuses = pod["status"].get("containerStatuses") or []
+            if any((s.get("state") or {}).get("terminated", {}).get("exitCode") for s in statuses):
+                name = pod["metadata"]["name"]
+                failed.append(f"--- logs of {name} ---\n{self.logs(name)[-3000:]}")
+        logs = "\n".join(failed)
+        return f"{pods}\n{events[-4000:]}\n{logs}\n{self.cp.node_log_tails(20)}"
 
     # -- the examples, scaled to this node -------------------------------------------------
 

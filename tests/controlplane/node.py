@@ -242,7 +242,10 @@ class RealNode:
                 "k8s.io",
                 "images",
                 "import",
-                "--no-unpack",
+                # Unpacked now, into the snapshotter the CRI uses, rather than at the first
+                # container start, where unpacking gigabytes runs into the request timeout.
+                "--snapshotter",
+                "overlayfs",
                 "--base-name",
                 repository,
                 str(archive),
@@ -256,13 +259,27 @@ class RealNode:
             raise RuntimeError(f"ctr images import did not create {reference}: {proc.stdout}")
         # Pinned so the kubelet's image garbage collection never removes it.
         self._ctr("-n", "k8s.io", "images", "label", reference, "io.cri-containerd.pinned=pinned")
-        # The previous content of the same name is now unreferenced: containerd's garbage
-        # collector removes it.
+        self._forget_replaced_images()
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.write_text(content_id)
         spent = time.monotonic() - started
         self.log(f"imported {reference} into containerd in {spent:.0f}s")
         return spent
+
+    def _forget_replaced_images(self) -> None:
+        """Drop the CRI's `sha256:<config>` names of images no tag points to any more.
+
+        The CRI names every image it has seen by its config digest too; those names would
+        keep each replaced image's gigabytes of content and snapshots alive. Without them
+        containerd's garbage collector removes what a new import replaced."""
+        rows = [
+            line.split()
+            for line in self._ctr("-n", "k8s.io", "images", "ls").stdout.splitlines()[1:]
+        ]
+        current = {row[2] for row in rows if len(row) > 2 and not row[0].startswith("sha256:")}
+        for row in rows:
+            if len(row) > 2 and row[0].startswith("sha256:") and row[2] not in current:
+                self._ctr("-n", "k8s.io", "images", "rm", row[0])
 
     def _pause_archive(self) -> Path:
         """A one-file image holding a static `pause` compiled from PAUSE_C, built once."""
@@ -377,6 +394,7 @@ class RealNode:
                     "imageServiceEndpoint": f"unix://{self.socket}",
                     "registerWithTaints": [TAINT],
                     "serializeImagePulls": False,
+                    "runtimeRequestTimeout": "10m",
                     "imageGCHighThresholdPercent": 100,
                     "imageGCLowThresholdPercent": 99,
                     "evictionHard": {

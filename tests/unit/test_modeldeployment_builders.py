@@ -208,6 +208,21 @@ def test_batch_prediction_job_uses_the_serving_version() -> None:
     assert job["metadata"]["name"] == again["metadata"]["name"] != other["metadata"]["name"]
 
 
+def test_batch_prediction_writes_to_the_store_while_servers_only_read_it() -> None:
+    """Found on a real node: the Job's output went to a read-only mount and it failed."""
+    md_spec = spec(batchPrediction={"inputUri": "file:///data/in", "outputUri": "file:///data/out"})
+    ctx = context(md_spec, version=7)
+    job = builders.batch_job(ctx)
+    pod = job["spec"]["template"]["spec"]
+    store = next(v for v in pod["volumes"] if v["name"] == "store")
+    mount = next(m for m in container(job)["volumeMounts"] if m["name"] == "store")
+    assert store["persistentVolumeClaim"] == {"claimName": "models", "readOnly": False}
+    assert mount["readOnly"] is False
+    server = builders.deployment(ctx)["spec"]["template"]["spec"]
+    store = next(v for v in server["volumes"] if v["name"] == "store")
+    assert store["persistentVolumeClaim"]["readOnly"] is True
+
+
 def test_batch_prediction_needs_a_version() -> None:
     md_spec = spec(batchPrediction={"inputUri": "file:///a", "outputUri": "file:///b"})
     with pytest.raises(ValueError):

@@ -138,14 +138,17 @@ def _resources(spec: ModelDeploymentSpec) -> Manifest:
     return {"requests": requests, "limits": limits}
 
 
-def _volumes(ctx: ServingContext) -> tuple[list[Manifest], list[Manifest]]:
-    """A writable /tmp under the read-only root, and the store read-only."""
+def _volumes(
+    ctx: ServingContext, *, writable: bool = False
+) -> tuple[list[Manifest], list[Manifest]]:
+    """A writable /tmp under the read-only root, and the store: read-only for servers,
+    writable for batch prediction, which writes its output there."""
     volumes: list[Manifest] = [{"name": "tmp", "emptyDir": {}}]
     mounts: list[Manifest] = [{"name": "tmp", "mountPath": "/tmp"}]
     if ctx.settings.store_volume_claim:
-        claim = {"claimName": ctx.settings.store_volume_claim, "readOnly": True}
+        claim = {"claimName": ctx.settings.store_volume_claim, "readOnly": not writable}
         volumes.append({"name": "store", "persistentVolumeClaim": claim})
-        mounts.append({"name": "store", "mountPath": STORE_MOUNT, "readOnly": True})
+        mounts.append({"name": "store", "mountPath": STORE_MOUNT, "readOnly": not writable})
     return volumes, mounts
 
 
@@ -341,7 +344,7 @@ def batch_job(ctx: ServingContext) -> Manifest:
     batch = ctx.spec.batch_prediction
     if batch is None or ctx.version is None:
         raise ValueError(f"{ctx.name}: batch prediction needs spec.batchPrediction and a version")
-    volumes, mounts = _volumes(ctx)
+    volumes, mounts = _volumes(ctx, writable=True)
     container = {
         "name": "predict",
         "image": ctx.image,
