@@ -359,14 +359,17 @@ def test_batch_prediction_runs_as_a_real_job(platform: Platform) -> None:
         batch = poll("batch prediction Succeeded", done, timeout=600)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{platform.diagnostics()}") from exc
-    assert batch["shardsDone"] == batch["shardsTotal"] > 0, batch
+    inputs = sorted((platform.store / "data" / "digits" / "holdout").glob("*.parquet"))
     written = sorted((platform.store / "predictions" / "digits").rglob("*.parquet"))
-    assert len(written) == batch["shardsTotal"], written
+    assert inputs and len(written) == len(inputs), (inputs, written)
+    assert batch["version"] == 1, batch
     jobs = platform.get("jobs", "-n", platform.tenant)["items"]
     assert any(j["status"].get("succeeded") == 1 for j in jobs), jobs
 
 
-def test_a_killed_worker_fails_the_attempt_and_the_retry_resumes(platform: Platform) -> None:
+def test_a_killed_worker_is_replaced_and_training_resumes_from_the_checkpoint(
+    platform: Platform,
+) -> None:
     job = platform.example("trainingjob.yaml")
     job["metadata"]["name"] = "digits-resume"
     job["spec"]["output"]["modelName"] = "digits-resume"
@@ -385,9 +388,12 @@ def test_a_killed_worker_fails_the_attempt_and_the_retry_resumes(platform: Platf
         poll("three epochs of the first attempt", training, timeout=900)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{platform.diagnostics()}") from exc
+    # Every worker pod goes: Ray may have packed both training workers into one of them.
     workers = platform.tenant_pods(f"modelops.dev/trainingjob={name},modelops.dev/role=worker")
-    victim = workers[0]["metadata"]["name"]
-    platform.kubectl("delete", "pod", victim, "-n", platform.tenant, "--grace-period=0", "--force")
+    victims = [w["metadata"]["name"] for w in workers]
+    platform.kubectl(
+        "delete", "pod", *victims, "-n", platform.tenant, "--grace-period=0", "--force"
+    )
 
     def finished() -> dict[str, Any] | None:
         status = platform.get("trainingjob", name, "-n", platform.tenant).get("status") or {}
@@ -399,19 +405,22 @@ def test_a_killed_worker_fails_the_attempt_and_the_retry_resumes(platform: Platf
         status = poll(f"TrainingJob {name} Succeeded after the retry", finished, timeout=900)
     except AssertionError as exc:
         raise AssertionError(f"{exc}\n{platform.diagnostics()}") from exc
+    # The lost worker is replaced (its pod is recreated, as KubeRay does) and Ray Train
+    # restarts the worker group from the newest checkpoint; when that is not possible the
+    # attempt fails and the next one resumes. Either way the run continues from a checkpoint.
     attempts = status["attempts"]
-    assert len(attempts) >= 2 and attempts[0]["result"] == "Failed", attempts
-    assert attempts[0].get("lastCheckpoint"), attempts
-    # The version's training record lists every epoch with the attempt that ran it: the
-    # first attempt's epochs are kept and the retry continues after them (a fresh start
-    # would have begun again at epoch 1 with only the retry's epochs).
-    record = json.loads((platform.store / "models" / "digits-resume" / "v1" / "training.json").read_text())
+    assert attempts[-1]["result"] == "Succeeded" and attempts[-1].get("lastCheckpoint"), attempts
+    record = json.loads(
+        (platform.store / "models" / "digits-resume" / "v1" / "training.json").read_text()
+    )
     history = record["epochs"]
-    by_attempt = sorted({h["attempt"] for h in history})
-    assert len(by_attempt) >= 2, history
+    assert record["attempts"] >= 2, record
+    assert len({h["attempt"] for h in history}) >= 2, history
     numbers = [h["epoch"] for h in history]
     assert numbers == sorted(set(numbers)) and numbers[0] in (0, 1), numbers
-    platform.kubectl("delete", "-n", platform.tenant, "trainingjob", name, "--wait=true", "--timeout=120s")
+    platform.kubectl(
+        "delete", "-n", platform.tenant, "trainingjob", name, "--wait=true", "--timeout=120s"
+    )
 
 
 def test_deleting_the_resources_leaves_nothing_behind(platform: Platform) -> None:
