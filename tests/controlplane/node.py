@@ -235,21 +235,14 @@ class RealNode:
         archive = make_archive()
         repository, _, _ = reference.rpartition(":")
         try:
-            # The archive names its image by tag (podman) or by full reference; --base-name
-            # turns a bare tag into `repository:tag`, so the image is known by `reference`.
-            proc = self._ctr(
-                "-n",
-                "k8s.io",
-                "images",
-                "import",
-                # Unpacked now, into the snapshotter the CRI uses, rather than at the first
-                # container start, where unpacking gigabytes runs into the request timeout.
-                "--snapshotter",
-                "overlayfs",
-                "--base-name",
-                repository,
-                str(archive),
-            )
+            # Unpacking can race containerd's garbage collection of the snapshots of the
+            # image this one replaces ("parent snapshot ... does not exist"): try again.
+            for attempt in range(3):
+                proc = self._import(archive, repository)
+                if proc.returncode == 0 or "snapshot" not in proc.stderr or attempt == 2:
+                    break
+                self.log(f"ctr images import {reference}: {proc.stderr.strip()}; retrying")
+                time.sleep(2)
         finally:
             if archive.parent != cache_root() / "pause":
                 archive.unlink(missing_ok=True)
@@ -265,6 +258,16 @@ class RealNode:
         spent = time.monotonic() - started
         self.log(f"imported {reference} into containerd in {spent:.0f}s")
         return spent
+
+    def _import(self, archive: Path, repository: str) -> subprocess.CompletedProcess[str]:
+        # The archive names its image by tag (podman) or by full reference; --base-name
+        # turns a bare tag into `repository:tag`. Unpacked now, into the snapshotter the CRI
+        # uses, rather than at the first container start, where unpacking gigabytes runs
+        # into the kubelet's request timeout.
+        return self._ctr(
+            "-n", "k8s.io", "images", "import", "--snapshotter", "overlayfs",
+            "--base-name", repository, str(archive),
+        )  # fmt: skip
 
     def _forget_replaced_images(self) -> None:
         """Drop the CRI's `sha256:<config>` names of images no tag points to any more.
