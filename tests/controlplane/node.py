@@ -34,7 +34,6 @@ import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 NODE_IP = "10.250.0.1"
 NODE_NAME = "modelops-node-0"
@@ -687,8 +686,3 @@ def _tail(path: Path, lines: int) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
-
-
-def node_summary(node: dict[str, Any]) -> str:
-    info = node.get("status", {}).get("nodeInfo", {})
-    return f"{node['metadata']['name']}: kubelet {info.get('kubeletVersion')}, {info.get('containerRuntimeVersion')}"
