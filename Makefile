@@ -4,7 +4,7 @@ PYTEST_ARGS ?=
 export PYTHONUNBUFFERED := 1
 
 .PHONY: help install lint typecheck imports crds crds-check validate test test-unit test-runtime \
-	test-cluster test-e2e quickstart bench clean
+	test-cluster test-e2e test-docs quickstart bench clean
 
 help:  ## list the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | sort
@@ -46,6 +46,9 @@ test-cluster:  ## against the real control plane
 
 test-e2e:  ## end to end
 	$(PYTHON) -m pytest tests/e2e $(PYTEST_ARGS)
+
+test-docs:  ## the documentation's shell blocks, and every CLI flag used by a test
+	$(PYTHON) -m pytest tests/docs $(PYTEST_ARGS)
 
 quickstart:  ## install, then run the whole lifecycle locally (examples/quickstart)
 	$(PYTHON) -m pip install -q -e ".[operator,runtime]"

@@ -2,6 +2,7 @@
 """Benchmark the training runtime against a plain single-process torch loop.
 
     python bench/training.py [--rows 100000] [--epochs 3] [--ray-workers 1,2] [--json out.json]
+                             [--sections steady,e2e] [--e2e-jobs small,medium]
 
 Same model (MLP 64->256->256->10, Adam, batch 256), same data (synthetic 10-class
 rows in 4 parquet shards), same thread count (1 torch thread per worker) for:
@@ -17,11 +18,26 @@ thread's CPU time (the loop's own cost, whatever else the machine runs; it leave
 time spent waiting in all-reduce); fixed overhead from the call to the first
 optimizer step; peak RSS of the data pipeline streaming 1x and 10x the shards, each
 in a fresh subprocess (target: within 10% of each other).
+
+End to end (`--sections e2e`), what a user waits for: each variant a fresh process from
+spawn to stored version, against a plain torch script doing the same work (read the
+parquet, standardise, train with a validation pass per epoch, save the weights), all
+with one torch thread:
+  - small: breast cancer (scikit-learn's copy, 426 training rows x 30 features), MLP
+    64-32, Adam, batch 32, 60 epochs; the ratio goals are <= 3x on Ray, <= 1.2x in-process;
+  - medium: 200 k synthetic rows x 30 features, 10 classes, MLP 128-64, batch 64
+    (about 30 s of plain torch on a quiet 2-core machine); the goal is <= 1.2x on Ray.
+Variants: `train` (in-process: one worker, no search), `train --ray` (Ray Train,
+1 worker, a Ray started by the command) and, for the small job, 2 Ray workers. Reported:
+wall seconds and the ratio to the plain script, spawn to first epoch, per-epoch overhead
+(the time between epoch starts less the epoch's training and validation; goal <= 20 ms)
+and the time from the last epoch's start to the process's exit.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
@@ -176,18 +192,208 @@ def memory(data: Path, copies: int, workdir: Path) -> dict[str, float]:
     return result
 
 
+SMALL_EPOCHS, SMALL_BATCH, SMALL_HIDDEN = 60, 32, [64, 32]
+MEDIUM_ROWS, MEDIUM_FEATURES, MEDIUM_CLASSES = 200_000, 30, 10
+MEDIUM_EPOCHS, MEDIUM_BATCH, MEDIUM_HIDDEN = 12, 64, [128, 64]
+
+
+def e2e_jobs(work: Path) -> dict[str, dict[str, Any]]:
+    """The two jobs' data on disk and their training settings."""
+    from sklearn.datasets import load_breast_cancer
+
+    jobs: dict[str, dict[str, Any]] = {}
+    frame = load_breast_cancer(as_frame=True).frame.rename(columns=lambda c: c.replace(" ", "_"))
+    small = work / "e2e-small"
+    small.mkdir(parents=True)
+    frame.sample(frac=1.0, random_state=0).iloc[:426].to_parquet(small / "part-00000.parquet")
+    jobs["small"] = {"data": small, "epochs": SMALL_EPOCHS, "batch": SMALL_BATCH, "hidden": SMALL_HIDDEN}
+    rng = np.random.default_rng(1)
+    centres = rng.normal(0, 1, (MEDIUM_CLASSES, MEDIUM_FEATURES)).astype(np.float32)
+    y = rng.integers(0, MEDIUM_CLASSES, MEDIUM_ROWS)
+    x = centres[y] + rng.normal(0, 2.0, (MEDIUM_ROWS, MEDIUM_FEATURES)).astype(np.float32)
+    medium = work / "e2e-medium"
+    medium.mkdir(parents=True)
+    for i, part in enumerate(np.array_split(np.arange(MEDIUM_ROWS), 4)):
+        columns = {f"f{j}": x[part, j] for j in range(MEDIUM_FEATURES)}
+        columns["target"] = y[part].astype(np.int64)
+        pq.write_table(pa.table(columns), medium / f"part-{i:05d}.parquet", row_group_size=16384)
+    jobs["medium"] = {"data": medium, "epochs": MEDIUM_EPOCHS, "batch": MEDIUM_BATCH, "hidden": MEDIUM_HIDDEN}
+    return jobs
+
+
+def e2e_manifest(job: dict[str, Any], store: Path, workers: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelops.dev/v1alpha1",
+        "kind": "TrainingJob",
+        "metadata": {"name": "e2e"},
+        "spec": {
+            "model": {"architecture": "mlp", "task": "classification", "hiddenLayers": job["hidden"]},
+            "data": {"uri": Path(job["data"]).as_uri(), "label": "target", "validationSplit": 0.2},
+            "training": {"epochs": job["epochs"], "batchSize": job["batch"], "seed": 0,
+                         "optimizer": {"name": "adam", "learningRate": LR}},
+            "resources": {"workers": workers, "cpusPerWorker": "1"},
+            "output": {"modelName": "e2e", "storeUri": store.as_uri()},
+        },
+    }
+
+
+def plain_child(data: str, epochs: int, batch: int, hidden: str, out: str) -> None:
+    """The peer, as a user would write it: read, standardise, train and validate, save."""
+    import pandas as pd
+    import torch
+    from safetensors.torch import save_file
+    from torch import nn
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    frame = pd.read_parquet(data)
+    features = [c for c in frame.columns if c != "target"]
+    x = torch.tensor(frame[features].to_numpy(np.float32))
+    y = torch.tensor(frame["target"].to_numpy(np.int64))
+    order = torch.randperm(len(x))
+    cut = int(len(x) * 0.8)
+    train, val = order[:cut], order[cut:]
+    mean, std = x[train].mean(0), x[train].std(0)
+    x = (x - mean) / std
+    layers: list[nn.Module] = []
+    width = len(features)
+    for size in (int(h) for h in hidden.split(",")):
+        layers += [nn.Linear(width, size), nn.ReLU()]
+        width = size
+    model = nn.Sequential(*layers, nn.Linear(width, int(y.max()) + 1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=LR)
+    for _ in range(epochs):
+        model.train()
+        shuffled = train[torch.randperm(len(train))]
+        for start in range(0, len(shuffled) - batch + 1, batch):
+            index = shuffled[start : start + batch]
+            loss = nn.functional.cross_entropy(model(x[index]), y[index])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        model.eval()
+        with torch.no_grad():
+            accuracy = float((model(x[val]).argmax(1) == y[val]).float().mean())
+    save_file({**model.state_dict(), "input.mean": mean, "input.std": std}, out)
+    print(json.dumps({"val_accuracy": accuracy}))
+
+
+def _overheads(history: list[dict[str, Any]]) -> list[float]:
+    """Per epoch: the time to the next epoch's start less the epoch's own work."""
+    return [
+        after["started_at"] - epoch["started_at"] - epoch["train_seconds"] - epoch.get("validate_seconds", 0.0)
+        for epoch, after in itertools.pairwise(history)
+    ]
+
+
+def e2e_variant(name: str, job: dict[str, Any], work: Path, argv_extra: list[str], workers: int) -> dict[str, Any]:
+    folder = work / f"run-{name}"
+    folder.mkdir()
+    manifest = folder / "job.yaml"
+    manifest.write_text(json.dumps(e2e_manifest(job, folder / "store", workers)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    spawned = time.time()
+    out = subprocess.run(
+        [sys.executable, "-m", "modelops_runtime", "train", "--spec", str(manifest), "--job-id", name, *argv_extra],
+        capture_output=True, text=True, env=env, check=False,
+    )
+    ended = time.time()
+    if out.returncode != 0:
+        raise RuntimeError(f"{name} failed:\n{out.stdout[-2000:]}\n{out.stderr[-4000:]}")
+    result = json.loads(out.stdout.strip().splitlines()[-1].removeprefix("MODELOPS_RESULT "))
+    record = json.loads((Path(result["uri"].removeprefix("file://")) / "training.json").read_text())
+    history = record["epochs"]
+    overheads = _overheads(history)
+    return {
+        "wall_s": ended - spawned,
+        "to_first_epoch_s": history[0]["started_at"] - spawned,
+        "epochs_s": history[-1]["started_at"] - history[0]["started_at"],
+        "after_last_epoch_s": ended - history[-1]["started_at"],
+        "train_s": sum(e["train_seconds"] for e in history),
+        "per_epoch_overhead_ms": 1000 * statistics.mean(overheads) if overheads else 0.0,
+        "per_epoch_overhead_median_ms": 1000 * statistics.median(overheads) if overheads else 0.0,
+        "output_lines": len(out.stdout.splitlines()) + len(out.stderr.splitlines()),
+        "accuracy": result["metrics"].get("accuracy"),
+    }
+
+
+def e2e_plain(job: dict[str, Any], work: Path, tag: str) -> dict[str, Any]:
+    spawned = time.time()
+    subprocess.run(
+        [sys.executable, __file__, "--plain-child", str(job["data"]), "--epochs", str(job["epochs"]),
+         "--plain-batch", str(job["batch"]), "--plain-hidden", ",".join(map(str, job["hidden"])),
+         "--plain-out", str(work / f"plain-{tag}.safetensors")],
+        capture_output=True, text=True, check=True,
+    )
+    return {"wall_s": time.time() - spawned}
+
+
+def e2e(work: Path, which: list[str]) -> dict[str, Any]:
+    """Fresh processes, spawn to stored version; the peer runs before and after ours."""
+    jobs = e2e_jobs(work)
+    variants = {
+        "small": [("in_process", [], 1), ("ray_1_worker", ["--ray"], 1), ("ray_2_workers", [], 2)],
+        "medium": [("in_process", [], 1), ("ray_1_worker", ["--ray"], 1)],
+    }
+    out: dict[str, Any] = {}
+    for name in which:
+        job = jobs[name]
+        plains = [e2e_plain(job, work, f"{name}-0")["wall_s"]]
+        results: dict[str, Any] = {}
+        for i, (variant, extra, workers) in enumerate(variants[name]):
+            ours = e2e_variant(f"{name}-{variant}", job, work, extra, workers)
+            plains.append(e2e_plain(job, work, f"{name}-{i + 1}")["wall_s"])
+            peer = (plains[-2] + plains[-1]) / 2
+            results[variant] = {**ours, "plain_wall_s": peer, "ratio": ours["wall_s"] / peer}
+        out[name] = {"plain_wall_s": statistics.mean(plains), **results}
+    return out
+
+
+def print_e2e(results: dict[str, Any]) -> None:
+    for name, job in results.items():
+        print(f"e2e {name:<7} plain torch script {job['plain_wall_s']:>7.1f} s")
+        for variant, r in job.items():
+            if not isinstance(r, dict):
+                continue
+            print(f"e2e {name:<7} {variant:<14} {r['wall_s']:>7.1f} s  ratio {r['ratio']:.2f}x   first epoch after "
+                  f"{r['to_first_epoch_s']:.1f} s   epochs {r['epochs_s']:.1f} s (training {r['train_s']:.1f} s)   "
+                  f"per-epoch overhead {r['per_epoch_overhead_ms']:.1f} ms (median {r['per_epoch_overhead_median_ms']:.1f})   "
+                  f"last epoch to exit {r['after_last_epoch_s']:.1f} s   {r['output_lines']} output lines")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--ray-workers", default="1,2", help="worker counts to run on Ray Train; empty to skip")
     parser.add_argument("--json")
+    parser.add_argument("--sections", default="steady,e2e", help="steady (samples/s, memory), e2e (spawn to stored version)")
+    parser.add_argument("--e2e-jobs", default="small,medium")
     parser.add_argument("--memory-child", help=argparse.SUPPRESS)
+    parser.add_argument("--plain-child", help=argparse.SUPPRESS)
+    parser.add_argument("--plain-batch", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--plain-hidden", help=argparse.SUPPRESS)
+    parser.add_argument("--plain-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
         memory_child(args.memory_child)
         return 0
+    if args.plain_child:
+        plain_child(args.plain_child, args.epochs, args.plain_batch, args.plain_hidden, args.plain_out)
+        return 0
     sys.path.insert(0, str(ROOT))
+    sections = set(args.sections.split(","))
+    if "e2e" in sections:
+        work = Path(tempfile.mkdtemp(prefix="modelops-bench-e2e-"))
+        try:
+            found = e2e(work, [j for j in args.e2e_jobs.split(",") if j])
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        print_e2e(found)
+        if args.json:
+            Path(args.json).with_suffix(".e2e.json").write_text(json.dumps(found, indent=2))
+    if "steady" not in sections:
+        return 0
     work = Path(tempfile.mkdtemp(prefix="modelops-bench-"))
     try:
         data = work / "data"

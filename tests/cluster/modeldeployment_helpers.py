@@ -73,9 +73,13 @@ def routing(server: ServerProcess) -> dict[str, Any]:
 def truth(server: ServerProcess, rows: np.ndarray, version: int = 1) -> list[int]:
     """Version 1's answers: the labels the feedback calls correct."""
     url = f"{server.url}/v2/models/{MODEL}/versions/{version}/infer"
-    reply = httpx.post(url, json=infer_body(rows), timeout=30).json()
-    outputs = {o["name"]: o["data"] for o in reply["outputs"]}
-    return [int(v) for v in outputs["predictions"]]
+    labels: list[int] = []
+    # A request holds at most maxBatchSize rows (the servers' default is 32).
+    for start in range(0, len(rows), 16):
+        reply = httpx.post(url, json=infer_body(rows[start : start + 16]), timeout=30).json()
+        outputs = {o["name"]: o["data"] for o in reply["outputs"]}
+        labels += [int(v) for v in outputs["predictions"]]
+    return labels
 
 
 class Load:
@@ -146,6 +150,7 @@ class Load:
                 await response.read()
                 status = response.status
                 version = response.headers.get("x-model-version", "")
+                feedback_id = response.headers.get("x-feedback-id", "")
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             self.statuses[0] += 1
             self.errors.append(repr(error))
@@ -153,7 +158,7 @@ class Load:
         self.statuses[status] += 1
         self.versions[version] += 1
         if status == 200 and self.labels is not None:
-            feedback = {"id": request_id, "labels": [self.labels[i]]}
+            feedback = {"id": feedback_id, "labels": [self.labels[i]]}
             with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
                 async with session.post(f"{url}/v2/models/{MODEL}/feedback", json=feedback) as r:
                     await r.read()

@@ -18,6 +18,9 @@ import pytest
 
 from modelops.lifecycle.training_report import TrainingResult
 from tests.cluster.modeldeployment_helpers import (
+    GROUP,
+    PLURAL,
+    VERSION,
     Deployments,
     Load,
     condition,
@@ -330,3 +333,63 @@ def test_latest_follows_the_versions_training_jobs_produce(
         wait_for("servers on 2", lambda: all(routing(s)["routing"]["stable"] == "2" for s in live))
     assert [p["version"] for p in status["promotions"]] == [1, 2]
     assert load.failed == 0, load.statuses
+
+
+def test_a_stale_status_write_is_refused_and_recomputed_so_rollbacks_survive(
+    control_plane: Any, mds: Deployments, store: str
+) -> None:
+    """A pass computed from a watched copy that lags a newer status (here: a rollback
+    recorded after the copy was taken) must not overwrite it: the write is conditioned on
+    the copy's resourceVersion, refused, and the next pass recomputes from a fresh read."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    import aiohttp
+
+    from modelops.k8s.controller.status import StatusConflict
+    from modelops.k8s.kube import Kube
+    from modelops.k8s.modeldeployment.builders import ServingSettings
+    from modelops.k8s.modeldeployment.controller import ServingLoop, Shared, Views
+
+    created = mds.create(manifest("stale", store, []))
+    stale = mds.get("stale")  # what a lagging watch still shows
+    rollback = {"version": 2, "time": "2026-12-01T00:00:00Z", "reason": "error rate 0.2 > 0.01"}
+    mds.custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, mds.ns, PLURAL, "stale", {"status": {"rollbacks": [rollback]}}
+    )
+    kube = Kube.connect(str(control_plane.kubeconfig))
+    executor = ThreadPoolExecutor(max_workers=2)
+
+    async def passes() -> None:
+        async with aiohttp.ClientSession() as session:
+            shared = Shared(
+                kube=kube,
+                settings=ServingSettings(image="modelops/runtime:test"),
+                executor=executor,
+                session=session,
+            )
+            views = Views(
+                pods=lambda: [],
+                deployment=lambda: None,
+                jobs=lambda: [],
+                trained=lambda model: {1},
+            )
+            loop = ServingLoop(shared, mds.ns, "stale", created["metadata"]["uid"], views)
+            with pytest.raises(StatusConflict):
+                await loop.run_once(stale)
+            # The same lagging copy again: it predates the refused write, so it is read afresh.
+            result = await loop.run_once(stale)
+            assert result is not None
+            # The pass's own scale write moved the generation; the next pass records it.
+            assert await loop.run_once(mds.get("stale")) is not None
+
+    try:
+        asyncio.run(passes())
+    finally:
+        executor.shutdown()
+        kube.close()
+    current = mds.get("stale")
+    status = current["status"]
+    assert status["rollbacks"] == [rollback]
+    assert status.get("observedGeneration") == current["metadata"]["generation"]
+    assert status.get("conditions"), "the recomputed pass wrote its status"

@@ -170,7 +170,7 @@ def _ready(url: str) -> bool:
 
 async def _query(url: str) -> dict[str, Reading]:
     async with aiohttp.ClientSession() as session:
-        return await query_prometheus(session, url, MODEL, 'namespace="ml"')
+        return await query_prometheus(session, url, MODEL, "", "ml")
 
 
 def test_prometheus_source_reads_the_same_series(

@@ -6,6 +6,7 @@ namespace, serving the admission webhook under its own configuration name.
 
 from __future__ import annotations
 
+import base64
 import json
 import ssl
 import threading
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from modelops.k8s.security import RUNTIME_UID
@@ -107,6 +109,8 @@ def test_pods_are_built_as_specified_and_gpu_workers_land_on_gpu_nodes(
     assert children["configmaps"] == {"gpu-job-0-spec"}
     assert children["serviceaccounts"] == children["roles"] == {"gpu-job-driver"}
     assert children["rolebindings"] == {"gpu-job-driver"}
+    assert children["secrets"] == {"gpu-job-ray-auth"}
+    assert children["networkpolicies"] == {"gpu-job-ray"}
     events = wait_for("events", lambda: (e := cluster.events("gpu-job")) and "Running" in e and e)
     assert events[:2] == ["Provisioning", "Running"]
 
@@ -176,6 +180,21 @@ def test_progress_then_success_records_the_model_version_and_cleans_up_after_ttl
         "Running",
         "Succeeded",
     ]
+
+
+def test_a_nan_metric_still_ends_the_job_and_frees_its_workers(
+    operator: OperatorProcess, cluster: Cluster
+) -> None:
+    """Finding 5: JSON has no NaN; the status is written without it and the job ends."""
+    cluster.create(manifest("diverged", resources={"workers": 2}))
+    _running(cluster, "diverged", 2)
+    cluster.report_progress("diverged-0-head", epoch=3, total=30, val_loss=float("nan"))
+    cluster.succeed(
+        "diverged-0-head", _result(1, val_loss=float("nan"), val_accuracy=float("inf"), mae=0.5)
+    )
+    status = cluster.wait_phase("diverged", "Succeeded")
+    assert status["modelVersion"]["metrics"] == {"mae": 0.5}
+    wait_for("workers gone", lambda: cluster.pod_names("diverged") == {"diverged-0-head"})
 
 
 def _uid(cluster: Cluster, name: str) -> str:
@@ -315,6 +334,78 @@ def test_version_allocation_is_safe_across_processes(control_plane: Any, namespa
         kube.close()
 
 
+def test_forgetting_a_job_of_a_model_without_a_book_creates_none(
+    control_plane: Any, namespace: str, k8s: Any
+) -> None:
+    """Finding 6: `forget` on a missing book writes nothing (no 403 while terminating)."""
+    from modelops.k8s.kube import Kube
+
+    kube = Kube.connect(str(control_plane.kubeconfig))
+    try:
+        VersionAllocator(kube).forget(namespace, "never-trained", "uid-1")
+        with pytest.raises(ApiException) as missing:
+            client.CoreV1Api(k8s).read_namespaced_config_map(
+                "modelops-versions-never-trained", namespace
+            )
+        assert missing.value.status == 404
+        # With a book, forgetting keeps the counter (the number stays spent).
+        allocator = VersionAllocator(kube)
+        assert allocator.allocate(namespace, "kept", "uid-2", "job-2") == 1
+        allocator.forget(namespace, "kept", "uid-2")
+        data = Cluster(k8s, namespace).version_book("kept")
+        assert data["next"] == "2" and json.loads(data["jobs"]) == {}
+    finally:
+        kube.close()
+
+
+# -- isolation ----------------------------------------------------------------------------
+
+
+def test_ray_runs_with_a_per_job_token_and_only_the_jobs_pods_may_connect(
+    operator: OperatorProcess, cluster: Cluster, namespace: str
+) -> None:
+    """Finding 2: each job's Ray cluster needs its own token; a policy fences its pods."""
+    cluster.create(manifest("fenced", resources={"workers": 1}))
+    cluster.create(manifest("other", model="other", resources={"workers": 1}))
+    _running(cluster, "fenced", 1)
+    _running(cluster, "other", 1)
+    uid = _uid(cluster, "fenced")
+
+    secret = cluster.core.read_namespaced_secret("fenced-ray-auth", namespace)
+    owner = secret.metadata.owner_references[0]
+    assert (owner.kind, owner.uid, owner.controller) == ("TrainingJob", uid, True)
+    token = base64.b64decode(secret.data["auth_token"]).decode()
+    assert len(token) >= 32
+    other = cluster.core.read_namespaced_secret("other-ray-auth", namespace)
+    assert base64.b64decode(other.data["auth_token"]).decode() != token
+
+    for pod in cluster.pods("fenced"):
+        for container in pod.spec.containers + (pod.spec.init_containers or []):
+            env = {e.name: e for e in container.env}
+            assert env["RAY_AUTH_MODE"].value == "token"
+            ref = env["RAY_AUTH_TOKEN"].value_from.secret_key_ref
+            assert (ref.name, ref.key) == ("fenced-ray-auth", "auth_token")
+
+    networking = client.NetworkingV1Api(cluster.core.api_client)
+    policy = networking.read_namespaced_network_policy("fenced-ray", namespace)
+    own = {"modelops.dev/trainingjob": "fenced"}
+    assert policy.spec.pod_selector.match_labels == own
+    assert policy.spec.policy_types == ["Ingress"]
+    (rule,) = policy.spec.ingress
+    assert [peer.pod_selector.match_labels for peer in rule._from] == [own]
+    assert all(peer.namespace_selector is None for peer in rule._from)
+
+    # The token is nowhere the job's readers look: status, events, the operator's log.
+    assert token not in json.dumps(cluster.job("fenced"))
+    assert token not in operator.log_path.read_text()
+
+    # A retry keeps the job's token (the Secret is created once, immutable).
+    cluster.fail("fenced-0-worker-0")
+    _running(cluster, "fenced", 1, attempt=1)
+    again = cluster.core.read_namespaced_secret("fenced-ray-auth", namespace)
+    assert base64.b64decode(again.data["auth_token"]).decode() == token
+
+
 # -- deletion -----------------------------------------------------------------------------
 
 
@@ -373,6 +464,34 @@ def test_an_invalid_spec_is_rejected_with_the_field_named(
         "-p", json.dumps({"spec": {"resources": {"workers": 2}}}),
     )  # fmt: skip
     assert "applies to the next attempt" in done.stderr
+
+
+def test_the_tenancy_policy_refuses_images_priority_classes_and_tolerations(
+    operator: OperatorProcess, cluster: Cluster
+) -> None:
+    """Finding 8: the webhook (with the operator's policy) names the refused field."""
+    for resources, field in (
+        ({"image": "evil.example/miner:latest"}, "spec.resources.image"),
+        ({"priorityClassName": "system-node-critical"}, "spec.resources.priorityClassName"),
+        ({"tolerations": [{"operator": "Exists"}]}, "spec.resources.tolerations[0]"),
+    ):
+        with pytest.raises(ApiException) as raised:
+            cluster.create(manifest("greedy", resources=resources))
+        assert raised.value.status == 422, resources
+        assert f"{field}: " in json.loads(raised.value.body)["message"]
+    assert cluster.jobs() == []
+
+
+def test_without_the_webhook_the_reconciler_applies_the_same_policy(
+    control_plane: Any, cluster: Cluster, namespace: str
+) -> None:
+    """Finding 8: an object that got past admission still never gets its pods."""
+    with running_operator(control_plane, [namespace], name=f"nowh-{namespace}", webhook=False):
+        cluster.create(manifest("sneaky", resources={"priorityClassName": "system-node-critical"}))
+        status = cluster.wait_phase("sneaky", "Failed")
+        assert "spec.resources.priorityClassName" in status["message"]
+        assert "reserved for cluster components" in status["message"]
+        assert cluster.pods("sneaky") == []
 
 
 def test_the_webhook_answers_admission_reviews_itself(

@@ -182,6 +182,7 @@ class Cluster:
         """Every kind of child the job may have, by name (those being deleted left out)."""
         selector = f"{JOB_LABEL}={job}"
         rbac = client.RbacAuthorizationV1Api(self.core.api_client)
+        networking = client.NetworkingV1Api(self.core.api_client)
 
         def live(items: list[Any]) -> set[str]:
             return {i.metadata.name for i in items if i.metadata.deletion_timestamp is None}
@@ -200,6 +201,12 @@ class Cluster:
             "roles": live(rbac.list_namespaced_role(self.ns, label_selector=selector).items),
             "rolebindings": live(
                 rbac.list_namespaced_role_binding(self.ns, label_selector=selector).items
+            ),
+            "secrets": live(
+                self.core.list_namespaced_secret(self.ns, label_selector=selector).items
+            ),
+            "networkpolicies": live(
+                networking.list_namespaced_network_policy(self.ns, label_selector=selector).items
             ),
         }
 

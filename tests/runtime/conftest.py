@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,10 +12,7 @@ import pytest
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[Any]:
     """A local Ray with 2 CPUs, shared by every test that needs Ray."""
-    # Ray Train polls workers every 2 s and a report waits for the poll; test epochs take
-    # well under that. The preemption watcher is one more actor a laptop cluster never needs.
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.2")
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    # Ray Train's settings are the runtime's own (`distributed.tune_environment`).
     import ray
 
     if not ray.is_initialized():

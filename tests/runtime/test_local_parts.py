@@ -98,3 +98,48 @@ async def _scenario() -> None:
 
 def test_balancer_round_robin_retry_and_wait_for_a_replica() -> None:
     asyncio.run(_scenario())
+
+
+def test_the_jobs_of_one_run_share_its_ray_head(tmp_path: Path) -> None:
+    import json
+    import tempfile
+
+    import yaml
+
+    from modelops.local.rayhead import PROCESS, RayHead
+    from modelops_runtime.datasets import write_digits
+    from tests.runtime.train_helpers import digits_spec
+
+    write_digits(tmp_path / "digits", shards=2, holdout_fraction=0.2, seed=0)
+    marker = f"test-{time.time_ns()}"
+    supervisor = Supervisor(tmp_path / "logs", marker)
+    head = RayHead(supervisor, sys.executable, 2, Path(tempfile.mkdtemp(prefix="mo-ray-")))
+    try:
+        deadline = time.monotonic() + 180
+        address = head.address()
+        while address is None and time.monotonic() < deadline:
+            time.sleep(0.5)
+            address = head.address()
+        assert address is not None, (tmp_path / "logs" / f"{PROCESS}.log").read_text()[-2000:]
+        head_pid = supervisor.pids()[PROCESS]
+
+        def train(name: str, workers: int) -> list[str]:
+            spec = digits_spec(tmp_path / "digits", tmp_path / "store", resources={"workers": workers}, training={"epochs": 2})
+            manifest = tmp_path / f"{name}.yaml"
+            manifest.write_text(yaml.safe_dump({"apiVersion": "modelops.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": name}, "spec": spec}))
+            argv = [sys.executable, "-m", "modelops_runtime", "train", "--spec", str(manifest), "--ray-address", address]
+            child = supervisor.start(name, argv, env=head.env())
+            assert child.process.wait(timeout=600) == 0, child.log_path.read_text()[-3000:]
+            return child.log_path.read_text().splitlines()
+
+        for name in ("first", "second"):
+            lines = train(name, 2)
+            result = json.loads(lines[-1].removeprefix("MODELOPS_RESULT "))
+            assert result["metrics"]["accuracy"] > 0.5  # ten classes: chance is 0.1
+            # The user's view: progress and the result, none of Ray's routine lines.
+            assert not [line for line in lines if "Failed to query Ray Train Controller" in line or "Reporting training result" in line]
+        # Both jobs ran on the run's head: it is still the one process started first.
+        assert supervisor.pids()[PROCESS] == head_pid and head.address() == address
+    finally:
+        supervisor.stop_all(grace_seconds=10)
+    assert marked_processes(marker) == []

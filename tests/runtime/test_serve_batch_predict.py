@@ -111,5 +111,52 @@ def test_batch_prediction_reads_csv(tmp_path: Path) -> None:
     save_classifier(store, "m", 1)
     data = _dataset(tmp_path / "in", "csv", 2, 700)
     target = tmp_path / "out"
-    assert main(_command(store, tmp_path / "in", target, "csv", batch=256)[4:]) == 0
+    message = tmp_path / "termination-log"
+    command = [*_command(store, tmp_path / "in", target, "csv", batch=256)[4:], "--termination-log", str(message)]
+    assert main(command) == 0
     _check_outputs(store, target, data)
+    # The counts the operator copies into status, without reading the output folder.
+    assert json.loads(message.read_text()) == {
+        "version": 1, "shards_total": 2, "shards_done": 2, "shards_skipped": 0, "rows": 1400,
+    }
+
+
+def test_a_new_version_rewrites_the_outputs_an_earlier_version_left(tmp_path: Path) -> None:
+    """A rerun skips only what this same version wrote: v2's Job must not report v1's rows."""
+    store = f"file://{tmp_path / 'store'}"
+    save_classifier(store, "m", 1, seed=1)
+    save_classifier(store, "m", 2, seed=2)
+    data = _dataset(tmp_path / "in", "parquet", 2, 300)
+    target = tmp_path / "out"
+    source = f"file://{tmp_path / 'in'}"
+    first = run(store, "m", "1", source, f"file://{target}", DataFormat.PARQUET, 100, [])
+    assert (first["shards_done"], first["shards_skipped"]) == (2, 0)
+    again = run(store, "m", "1", source, f"file://{target}", DataFormat.PARQUET, 100, [])
+    assert again["shards_skipped"] == 2  # the same version: nothing to redo
+    second = run(store, "m", "2", source, f"file://{target}", DataFormat.PARQUET, 100, [])
+    assert (second["shards_done"], second["shards_skipped"], second["rows"]) == (2, 0, 600)
+    v2 = load_predictor(artifacts.version_uri(store, "m", 2))
+    for name, x in data.items():
+        table = pq.read_table(target / f"{name}.parquet")
+        np.testing.assert_array_equal(table["prediction"].to_numpy(), v2.predict(x))
+        assert table.schema.metadata[b"modelops.version"] == b"2"
+
+
+def test_only_stale_temporaries_are_cleared(tmp_path: Path) -> None:
+    """A concurrent Job's shard in the making survives; a killed run's leftover goes."""
+    store = f"file://{tmp_path / 'store'}"
+    save_classifier(store, "m", 1)
+    _dataset(tmp_path / "in", "parquet", 1, 50)
+    target = tmp_path / "out"
+    target.mkdir()
+    live = target / ".part-0009.parquet.tmp-job-b-0f0f"  # another Job, writing now
+    stale = target / ".part-0008.parquet.tmp-job-c-1e1e"  # a Job killed an hour ago
+    own = target / ".part-0000.parquet.tmp-job-a-2d2d"  # this Job's killed attempt
+    for path in (live, stale, own):
+        path.write_bytes(b"partial")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    source = f"file://{tmp_path / 'in'}"
+    run(store, "m", "1", source, f"file://{target}", DataFormat.PARQUET, 100, [], run_id="job-a")
+    assert live.exists() and not stale.exists() and not own.exists()
+    assert sorted(p.name for p in target.iterdir() if ".tmp-" in p.name) == [live.name]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -42,7 +43,8 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> str:
 def server(store: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     log = tmp_path_factory.mktemp("logs") / "server.log"
     args = ["--store", store, "--model", "m", "--version", "1",
-            "--max-batch-size", "32", "--max-wait-ms", "20", "--max-body-bytes", str(256 * 1024)]
+            "--max-batch-size", "32", "--max-wait-ms", "20", "--max-body-bytes", str(256 * 1024),
+            "--header-timeout-s", "1"]
     with ServerProcess(args, log) as process:
         yield process
 
@@ -68,7 +70,7 @@ def test_health_and_metadata(client: httpx.Client) -> None:
     assert meta["name"] == "m" and meta["versions"] == ["1"]
     assert meta["inputs"] == [{"name": "input", "datatype": "FP32", "shape": [-1, N_FEATURES]}]
     assert meta["outputs"] == [
-        {"name": "predictions", "datatype": "INT64", "shape": [-1]},
+        {"name": "predictions", "datatype": "INT64", "shape": [-1], "parameters": {"classes": CLASSES}},
         {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(CLASSES)]},
     ]
     assert client.get("/v2/models/m/versions/1").json()["inputs"] == meta["inputs"]
@@ -124,6 +126,37 @@ def test_wrong_datatype_in_data_and_paths(client: httpx.Client) -> None:
     assert client.get("/no/such/path").status_code == 404
     big = client.post("/v2/models/m/infer", content=b"[" + b"1," * 200_000 + b"1]")
     assert big.status_code == 413 and "limit" in big.json()["error"]
+
+
+def test_drip_fed_headers_get_a_408_and_the_connection_closes(server: ServerProcess) -> None:
+    """Finding 9: one byte at a time keeps a connection busy, never idle; a deadline ends it."""
+    started = time.monotonic()
+    answer = b""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=1) as sock:
+        sock.sendall(b"POST /v2/models/m/infer HTTP/1.1\r\nHost: x\r\n")
+        while time.monotonic() - started < 15:
+            try:
+                sock.sendall(b"X")  # never a full header line
+                chunk = sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not chunk:
+                break
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 408 "), answer[:200]
+    assert b"request headers not complete within 1 s" in answer
+    assert time.monotonic() - started < 10
+
+
+def test_one_request_cannot_exceed_the_batch_size(client: httpx.Client) -> None:
+    """Finding 9: a single request of 33 rows is not run as one oversize batch of 33."""
+    rows = np.zeros((33, N_FEATURES), dtype=np.float32)
+    reply = client.post("/v2/models/m/infer", json=infer_body(rows))
+    assert reply.status_code == 413
+    assert reply.json()["error"] == "the request has 33 rows; at most 32 (maxBatchSize) per request"
+    assert client.post("/v2/models/m/infer", json=infer_body(rows[:32])).status_code == 200
 
 
 # Far over the limit, and far over what the kernel buffers: a server that closes without
@@ -206,11 +239,14 @@ def test_feedback_gives_rolling_accuracy(client: httpx.Client, v1: Predictor) ->
     rng = np.random.default_rng(3)
     rows = rng.random((100, N_FEATURES), dtype=np.float32)
     predicted = v1.predict(rows)
+    ids = []
     for i in range(100):
-        assert client.post("/v2/models/m/infer", json=infer_body(rows[i : i + 1], f"fb-{i}")).status_code == 200
+        reply = client.post("/v2/models/m/infer", json=infer_body(rows[i : i + 1], f"fb-{i}"))
+        assert reply.status_code == 200 and reply.json()["id"] == f"fb-{i}"  # the client's id, echoed
+        ids.append(reply.headers["x-feedback-id"])
     # 70 right (given as class names), 30 wrong (given as indices)
-    items = [{"id": f"fb-{i}", "labels": [CLASSES[int(predicted[i])]]} for i in range(70)]
-    items += [{"id": f"fb-{i}", "labels": [int(predicted[i] + 1) % len(CLASSES)]} for i in range(70, 100)]
+    items = [{"id": ids[i], "labels": [CLASSES[int(predicted[i])]]} for i in range(70)]
+    items += [{"id": ids[i], "labels": [int(predicted[i] + 1) % len(CLASSES)]} for i in range(70, 100)]
     assert client.post("/v2/models/m/feedback", json=items).json() == {"accepted": 100, "unknown": []}
     text = client.get("/metrics").text
     accuracy = metric_values(text, "modelops_rolling_accuracy")['{model="m",version="1"}']
@@ -218,9 +254,10 @@ def test_feedback_gives_rolling_accuracy(client: httpx.Client, v1: Predictor) ->
     assert client.post("/v2/models/m/feedback", json={"id": "never-seen", "labels": [1]}).status_code == 404
     mixed = client.post("/v2/models/m/feedback", json=[{"id": "never-seen", "labels": [1]}]).json()
     assert mixed == {"accepted": 0, "unknown": ["never-seen"]}
-    wrong_length = client.post("/v2/models/m/feedback", json={"id": "fb-1", "labels": [1, 2]})
+    fresh = client.post("/v2/models/m/infer", json=infer_body(rows[:1])).headers["x-feedback-id"]
+    wrong_length = client.post("/v2/models/m/feedback", json={"id": fresh, "labels": [1, 2]})
     assert wrong_length.status_code == 400 and "1 rows" in wrong_length.json()["error"]
-    assert client.post("/v2/models/m/feedback", json={"id": "fb-1", "labels": ["zz"]}).status_code == 400
+    assert client.post("/v2/models/m/feedback", json={"id": fresh, "labels": ["zz"]}).status_code == 400
     # the served class distribution is counted per class
     assert sum(metric_values(text, "modelops_predictions_total").values()) >= 100
 
@@ -298,3 +335,22 @@ def test_fuzz_malformed_bodies_never_5xx(server: ServerProcess) -> None:
     assert server.ready()
     rows = np.zeros((1, N_FEATURES), dtype=np.float32)
     assert httpx.post(f"{server.url}/v2/models/m/infer", json=infer_body(rows)).status_code == 200
+
+
+# Last in the module: its feedback would move the rolling accuracy measured above.
+def test_feedback_names_an_id_the_server_issued_once(client: httpx.Client, v1: Predictor) -> None:
+    """Finding 9: feedback for a client's own id, a guessed id or a replay is refused."""
+    rows = np.zeros((1, N_FEATURES), dtype=np.float32)
+    reply = client.post("/v2/models/m/infer", json=infer_body(rows, "mine-1"))
+    issued = reply.headers["x-feedback-id"]
+    assert len(issued) >= 20 and issued != "mine-1"
+    label = [int(v1.predict(rows)[0])]
+    forged = [{"id": "mine-1", "labels": label}, {"id": issued[:-1] + "A", "labels": label}]
+    assert client.post("/v2/models/m/feedback", json=forged).json() == {
+        "accepted": 0,
+        "unknown": ["mine-1", issued[:-1] + "A"],
+    }
+    first = client.post("/v2/models/m/feedback", json=[{"id": issued, "labels": label}]).json()
+    assert first == {"accepted": 1, "unknown": []}
+    again = client.post("/v2/models/m/feedback", json={"id": issued, "labels": label})
+    assert again.status_code == 404

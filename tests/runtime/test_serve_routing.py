@@ -97,7 +97,7 @@ def test_shadow_records_agreement_and_both_accuracies(store: str, server: Server
     replies = post_all(f"{server.url}/v2/models/m/infer", bodies, concurrency=16)
     assert {r.headers["x-model-version"] for r in replies} == {"1"}  # a shadow never answers
     # the labels are the stable version's answers: its accuracy is 1, the shadow's is the agreement
-    feedback = [{"id": f"s-{i}", "labels": [int(stable[i])]} for i in range(300)]
+    feedback = [{"id": replies[i].headers["x-feedback-id"], "labels": [int(stable[i])]} for i in range(300)]
     deadline = time.monotonic() + 10
     while True:  # comparisons finish just after the answers
         text = httpx.get(f"{server.url}/metrics").text

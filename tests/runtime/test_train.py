@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from modelops_runtime import artifacts
 from modelops_runtime.data.split import rank_by_hash
@@ -152,3 +153,22 @@ def test_search_picks_the_best_trial_and_saves_a_loadable_ensemble(ray_session: 
     assert overlap <= 2
     progress = json.loads(progress_file.read_text())
     assert len(progress["trials"]) == 4
+
+
+@pytest.mark.parametrize("case", ["empty folder", "missing column"])
+def test_input_errors_exit_with_their_own_code(case: str, digits_dir: Path, tmp_path: Path) -> None:
+    """Finding 12: errors that always recur exit 4, so the operator does not retry them."""
+    from modelops_runtime.errors import INPUT_ERROR_EXIT_CODE
+    from modelops_runtime.train import cli
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    if case == "empty folder":
+        spec = digits_spec(digits_dir, tmp_path / "store", data={"uri": empty.as_uri(), "label": "target"})
+    else:
+        spec = digits_spec(digits_dir, tmp_path / "store")
+        spec["data"]["features"] = ["no_such_column"]
+    manifest = {"apiVersion": "modelops.dev/v1alpha1", "kind": "TrainingJob", "metadata": {"name": "bad"}, "spec": spec}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(manifest))
+    assert cli.main(["--spec", str(path), "--local", "--version", "1", "--job-id", "j"]) == INPUT_ERROR_EXIT_CODE

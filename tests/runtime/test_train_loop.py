@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +133,74 @@ def test_a_new_process_resumes_the_job_from_its_checkpoint(digits_dir: Path, tmp
     assert epochs == [(1, 0), (2, 0), (3, 1), (4, 1)]
     # The version reserved by the first process is the one the second one finished.
     assert result.ref.version == 1 and artifacts.list_versions(tmp_path.as_uri(), "digits") == [1]
+
+
+def test_a_write_cut_short_is_redone_and_the_resumed_run_ends_with_the_uninterrupted_weights(
+    digits_dir: Path, tmp_path: Path
+) -> None:
+    whole = job.run(training_job("whole", digits_spec(digits_dir, tmp_path / "whole", training={"epochs": 4})), "whole", use_ray=False)
+    store = tmp_path / "cut"
+    tj = training_job("cut", digits_spec(digits_dir, store, training={"epochs": 4}))
+
+    def die_after_three(end: EpochEnd) -> None:
+        if end.epoch == 3:
+            raise _ProcessDied
+
+    with pytest.raises(_ProcessDied):
+        job.run(tj, "cut", use_ray=False, on_epoch_end=die_after_three)
+    # Checkpoints are written in the background: a process killed mid-write leaves an
+    # epoch folder without its state.json, which is written last.
+    [state] = store.glob("digits/checkpoints/cut/*/epoch-3/state.json")
+    state.unlink()
+    resumed = job.run(tj, "cut", use_ray=False)
+    assert [(e["epoch"], e["attempt"]) for e in resumed.record["epochs"]] == [(1, 0), (2, 0), (3, 1), (4, 1)]
+    # Dropout, shuffling and the data read are fixed by (seed, epoch, rank): the redone
+    # epoch repeats the lost one exactly, and so the weights match bit for bit.
+    expected = artifacts.load_weights(artifacts.join(whole.ref.uri, artifacts.WEIGHTS))
+    got = artifacts.load_weights(artifacts.join(resumed.ref.uri, artifacts.WEIGHTS))
+    assert expected.keys() == got.keys()
+    assert all(bool((expected[k] == got[k]).all()) for k in expected)
+    assert resumed.ref.metrics == whole.ref.metrics
+
+
+def test_data_that_fits_is_read_once_per_job(digits_dir: Path, tmp_path: Path) -> None:
+    shutil.copytree(digits_dir, tmp_path / "digits")
+    train = tmp_path / "digits" / "train"
+    tj = training_job("once", digits_spec(tmp_path / "digits", tmp_path / "store", training={"epochs": 3}))
+
+    def take_the_shards_away(end: EpochEnd) -> None:
+        if end.epoch == 1:
+            train.rename(tmp_path / "gone")
+
+    result = job.run(tj, "once", use_ray=False, on_epoch_end=take_the_shards_away)
+    assert [e["epoch"] for e in result.record["epochs"]] == [1, 2, 3]
+    assert not train.exists()
+
+
+def test_resident_data_replays_the_streamed_batches_exactly(digits_dir: Path) -> None:
+    from modelops.api.training import DataFormat, Task
+    from modelops_runtime.data.pipeline import DataPlan, Resident, survey, train_batches
+    from modelops_runtime.data.shards import snapshot
+
+    uri = (digits_dir / "train").as_uri()
+    plan = DataPlan(
+        uri=uri, format=DataFormat.PARQUET, shards=snapshot(uri, DataFormat.PARQUET).shards,
+        features=[f"f{i}" for i in range(64)], label="target", sequence=None, task=Task.CLASSIFICATION,
+        validation_split=0.2, seed=5, chunk_rows=100, shuffle_rows=300,
+    )
+    found = survey(plan)
+    plan = replace(plan, scaling=found.scaling, classes=found.classes)
+    resident = Resident(plan, rank=1, world=2)
+    assert resident.fits
+    for epoch in (1, 2, 3):
+        streamed = list(train_batches(plan, 1, 2, epoch, 32))
+        replayed = list(train_batches(plan, 1, 2, epoch, 32, resident=resident))
+        assert len(streamed) == len(replayed) > 0
+        assert all(np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) for a, b in zip(streamed, replayed, strict=True))
+    # Over budget: nothing is kept, and the data streams as before.
+    small = Resident(replace(plan, resident_bytes=1024), rank=1, world=2)
+    list(train_batches(plan, 1, 2, 1, 32, resident=small))
+    assert not small.fits and small.get("train", 0, True) is None
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

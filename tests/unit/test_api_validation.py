@@ -369,3 +369,19 @@ def test_cli_reports_yaml_errors_and_multiple_documents(
     multi.write_text(yaml.safe_dump_all(docs))
     assert cli_main(["validate", str(multi)]) == 1
     assert f"{multi}: [1].spec.replicas:" in capsys.readouterr().out
+
+
+def test_hidden_layer_widths_are_bounded() -> None:
+    """Finding 12: `hiddenLayers: [-5, 0, 10**12]` is refused, each item by its path."""
+    spec = mutate(training_job(), "spec.model.hiddenLayers", [-5, 0, 10**12, 64])["spec"]
+    problems = validate_spec("TrainingJob", spec)
+    assert [p.path for p in problems] == [
+        "spec.model.hiddenLayers[0]",
+        "spec.model.hiddenLayers[1]",
+        "spec.model.hiddenLayers[2]",
+    ]
+    crd_file = Path(__file__).resolve().parents[2] / "crds" / "modelops.dev_trainingjobs.yaml"
+    crd = yaml.safe_load(crd_file.read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    layers = schema["properties"]["spec"]["properties"]["model"]["properties"]["hiddenLayers"]
+    assert (layers["items"]["minimum"], layers["items"]["maximum"]) == (1, 16384)

@@ -123,6 +123,14 @@ EVERYTHING_ON: dict[str, Any] = {
         "restrictEgress": True,
         "metricsFrom": [{"namespaceSelector": {"matchLabels": {"name": "monitoring"}}}],
         "extraEgressPorts": [9000],
+        "extraEgressTo": [{"ipBlock": {"cidr": "10.20.0.0/16"}}],
+        "apiServerCIDRs": ["10.96.0.1/32"],
+    },
+    "tenancy": {
+        "allowedImages": ["registry.example/ml/"],
+        "allowedPriorityClasses": ["training"],
+        "allowedTolerationKeys": ["nvidia.com/gpu"],
+        "allowedPrometheusUrls": ["http://prometheus.monitoring:9090"],
     },
 }
 
@@ -435,7 +443,9 @@ def test_rbac_has_no_wildcards_and_no_dangerous_verbs(helm_home: Path, variant: 
         for key in ("apiGroups", "resources", "verbs", "resourceNames", "nonResourceURLs"):
             assert not any("*" in item for item in rule.get(key, [])), where
         assert not {"escalate", "impersonate", "bind"} & set(rule["verbs"]), where
-        assert "secrets" not in rule.get("resources", []), where
+        if "secrets" in rule.get("resources", []):
+            # Each training job's Ray token is created and deleted, never read back.
+            assert set(rule["verbs"]) <= {"create", "delete"}, where
         assert "nodes" not in rule.get("resources", []), where
     for binding in of_kind(docs, "ClusterRoleBinding") + of_kind(docs, "RoleBinding"):
         assert binding["roleRef"]["name"] != "cluster-admin"
@@ -485,6 +495,8 @@ NEEDED = {
     ("apps", "deployments"): {"get", "list", "watch", "create", "update", "patch", "delete"},
     ("policy", "poddisruptionbudgets"): {"get", "create", "update", "patch", "delete"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
+    ("", "secrets"): {"create", "delete"},
+    ("networking.k8s.io", "networkpolicies"): {"create", "delete"},
 }
 
 
@@ -903,3 +915,61 @@ def test_docs_name_what_the_chart_renders(helm_home: Path) -> None:
     assert re.search(r"webhook\.certManager\.enabled: true", gitops)
     assert "clusterkopfpeering <release>" in (ROOT / "docs" / "troubleshooting.md").read_text()
     one(docs, "ClusterKopfPeering", RELEASE)
+
+
+# -- tenancy --------------------------------------------------------------------------------
+
+
+def test_tenants_get_exactly_the_three_kinds_through_aggregated_roles(helm_home: Path) -> None:
+    """Kubeflow/Argo style: `edit`/`view` in a namespace include the ModelOps kinds."""
+    docs = render("defaults", helm_home)
+    view, edit = one(docs, "ClusterRole", "modelops-view"), one(docs, "ClusterRole", "modelops-edit")
+    labels = view["metadata"]["labels"]
+    assert labels["rbac.authorization.k8s.io/aggregate-to-view"] == "true"
+    assert labels["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert edit["metadata"]["labels"]["rbac.authorization.k8s.io/aggregate-to-edit"] == "true"
+    assert "rbac.authorization.k8s.io/aggregate-to-view" not in edit["metadata"]["labels"]
+    for role in (view, edit):
+        for rule in role["rules"]:
+            assert rule["apiGroups"] == ["modelops.dev"]
+            assert all(r.split("/")[0] in {"trainingjobs", "modeldeployments", "incrementalupdates"}
+                       for r in rule["resources"])  # fmt: skip
+    assert {v for rule in view["rules"] for v in rule["verbs"]} == {"get", "list", "watch"}
+    # Status is the operator's to write, never a tenant's.
+    for rule in edit["rules"]:
+        if any(r.endswith("/status") for r in rule["resources"]):
+            assert set(rule["verbs"]) <= {"get", "list", "watch"}
+    minimal = render("minimal", helm_home)
+    assert {r["metadata"]["name"] for r in of_kind(minimal, "ClusterRole")} >= {"modelops-edit"}
+
+
+def test_the_tenancy_allow_lists_reach_the_operator(helm_home: Path) -> None:
+    env = operator_env(render("everything-namespaced-self-signed", helm_home))
+    assert env["MODELOPS_ALLOWED_IMAGES"] == "registry.example/ml/"
+    assert env["MODELOPS_ALLOWED_PRIORITY_CLASSES"] == "training"
+    assert env["MODELOPS_ALLOWED_TOLERATION_KEYS"] == "nvidia.com/gpu"
+    assert env["MODELOPS_ALLOWED_PROMETHEUS_URLS"] == "http://prometheus.monitoring:9090"
+    assert operator_env(render("defaults", helm_home))["MODELOPS_ALLOWED_IMAGES"] == ""
+
+
+def test_egress_names_its_peers_not_only_ports(helm_home: Path) -> None:
+    """Finding 12: a restricted operator reaches DNS, the API server, the inference pods'
+    /metrics and the configured extras, not any host on those ports."""
+    policy = one(render("everything-cluster-wide-cert-manager", helm_home), "NetworkPolicy")
+    egress = policy["spec"]["egress"]
+    assert all(rule.get("to") for rule in egress), egress
+    by_port = {rule["ports"][0]["port"]: rule["to"] for rule in egress}
+    assert by_port[53][0]["podSelector"] == {"matchLabels": {"k8s-app": "kube-dns"}}
+    assert by_port[443] == [{"ipBlock": {"cidr": "10.96.0.1/32"}}]
+    assert by_port[8080] == [
+        {
+            "namespaceSelector": {},
+            "podSelector": {
+                "matchLabels": {
+                    "app.kubernetes.io/name": "modelops-serving",
+                    "app.kubernetes.io/managed-by": "modelops",
+                }
+            },
+        }
+    ]
+    assert by_port[9000] == [{"ipBlock": {"cidr": "10.20.0.0/16"}}]

@@ -17,14 +17,14 @@ from modelops.api.base import NAME_PATTERN
 from modelops.api.training import DataFormat, TrainingJobSpec
 from modelops.api.update import IncrementalUpdateSpec, IncrementalUpdateStatus, RunRecord
 from modelops.k8s.incrementalupdate import builders, names
-from modelops.k8s.incrementalupdate.reconcile import (
-    Comparison,
-    RuntimeData,
+from modelops.k8s.incrementalupdate.data import RuntimeData
+from modelops.k8s.incrementalupdate.observe import (
     evaluation_state,
     parse_comparison,
     serving_version,
 )
 from modelops.lifecycle.update import already_tried
+from modelops.lifecycle.updateplan import Comparison
 from tests.unit.manifests import incremental_update, training_job
 
 UID = "0b6d1a52-0000-4000-8000-00000000abcd"

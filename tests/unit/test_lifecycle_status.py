@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 from modelops.api.base import ConditionStatus
@@ -47,3 +48,19 @@ def test_status_patch_sets_changed_and_removes_missing_keys() -> None:
         {"phase": "Running", "message": "x", "workers": 1}, {"phase": "Failed", "workers": 1}
     )
     assert patch == {"phase": "Failed", "message": None}
+
+
+def test_non_finite_metrics_never_reach_the_api_server() -> None:
+    """Finding 5: a diverged training (NaN/inf metrics) still gets its status written."""
+    nan, inf = float("nan"), float("inf")
+    desired = {
+        "phase": "Succeeded",
+        "modelVersion": {"version": 3, "metrics": {"val_loss": nan, "val_accuracy": 0.5}},
+        "progress": {"metrics": {"loss": -inf}, "history": [1.0, inf, 2.0]},
+    }
+    patch = status_patch({"phase": "Running"}, desired)
+    json.dumps(patch, allow_nan=False)  # strict JSON, as the API server reads it
+    assert patch["modelVersion"]["metrics"] == {"val_accuracy": 0.5}
+    assert patch["progress"] == {"metrics": {}, "history": [1.0, None, 2.0]}
+    # Once written, the same NaN status is not a change (NaN != NaN would write forever).
+    assert not status_changed(patch | {"phase": "Succeeded"}, desired)

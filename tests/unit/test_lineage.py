@@ -9,10 +9,10 @@ from pathlib import Path
 
 from modelops.api.artifact import ShardInfo, SnapshotManifest
 from modelops.api.training import TrainingJob, TrainingJobSpec, TrainingJobStatus, TrainingPhase
-from modelops.k8s.trainingjob import driver
 from modelops.lifecycle.lineage import Origin, describe, run_key, spec_digest
 from modelops.lifecycle.training import Observed, PodView, Role, plan
 from modelops.lifecycle.training_report import TrainingResult, VersionOrigin, parse_result
+from modelops_runtime import driver
 from tests.unit.manifests import training_job
 
 T0 = datetime(2025, 1, 1, tzinfo=UTC)
@@ -69,7 +69,10 @@ def test_the_status_says_how_the_version_came_about() -> None:
     )
     status = plan(observed).status
     assert status.model_version is not None and status.model_version.version == 6
-    assert status.message == "model digits version 6 at file:///models/digits/v6, reused: job uid-1 already published it"
+    # The URI comes from the spec's store (a pod's message cannot move a version elsewhere).
+    uri = f"{spec.output.store_uri.rstrip('/')}/digits/v6"
+    assert status.model_version.uri == uri
+    assert status.message == f"model digits version 6 at {uri}, reused: job uid-1 already published it"
     assert describe("Trained", "no earlier run") == "newly trained: no earlier run"
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -98,7 +99,22 @@ def test_probes_hit_the_inference_protocol_health_endpoints() -> None:
     assert server["readinessProbe"]["httpGet"] == {"path": "/v2/health/ready", "port": "http"}
     assert server["livenessProbe"]["httpGet"] == {"path": "/v2/health/live", "port": "http"}
     assert server["startupProbe"]["httpGet"]["path"] == "/v2/health/live"
-    assert server["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert server["ports"] == [
+        {"name": "http", "containerPort": 8080, "protocol": "TCP"},
+        {"name": "grpc", "containerPort": 8081, "protocol": "TCP"},
+    ]
+
+
+def test_the_grpc_port_is_served_and_exposed_as_h2c() -> None:
+    ctx = context()
+    args = container(builders.deployment(ctx))["command"]
+    assert arg(args, "--grpc-port") == str(builders.GRPC_PORT)
+    ports = {p["name"]: p for p in builders.service(ctx)["spec"]["ports"]}
+    assert ports["grpc"] == {
+        "name": "grpc", "port": 8081, "targetPort": "grpc", "protocol": "TCP",
+        "appProtocol": "kubernetes.io/h2c",
+    }
+    assert ports["http"]["appProtocol"] == "http"
 
 
 def test_restricted_security_context_and_a_writable_tmp() -> None:
@@ -200,6 +216,9 @@ def test_batch_prediction_job_uses_the_serving_version() -> None:
     assert arg(args, "--output") == "file:///data/out"
     assert arg(args, "--format") == "parquet"
     assert arg(args, "--batch-size") == "1024"
+    # The counts come back as the termination message: the operator never reads the output.
+    assert arg(args, "--termination-log") == container(job)["terminationMessagePath"]
+    assert arg(args, "--run-id") == job["metadata"]["name"]
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
     assert container(job)["securityContext"]["readOnlyRootFilesystem"] is True
     # A new version or dataset is a new Job; the same ones are the same Job.
@@ -235,3 +254,17 @@ def test_long_names_stay_valid_labels() -> None:
         assert len(name) <= 63
     assert names.service("9lives").startswith("md-9lives")
     assert names.deployment("x.y") != names.deployment("x-y")
+
+
+def test_a_batch_pods_report_is_read_from_its_termination_message() -> None:
+    from modelops.k8s.modeldeployment.controller import batch_report
+
+    def pod(message: str) -> dict[str, Any]:
+        terminated = {"exitCode": 0, "message": message}
+        return {"status": {"containerStatuses": [{"name": "predict", "state": {"terminated": terminated}}]}}
+
+    counts = {"version": 3, "shards_total": 4, "shards_done": 4, "shards_skipped": 0, "rows": 90}
+    assert batch_report(pod(json.dumps(counts))) == counts
+    assert batch_report(pod("Traceback (most recent call last): ...")) == {}
+    assert batch_report(pod('{"shards_done": "4"}')) == {}
+    assert batch_report({"status": {}}) == {}

@@ -124,12 +124,20 @@ def test_discovery_uses_pod_ips_or_the_annotation() -> None:
 
 
 def test_prometheus_queries_select_the_model_and_the_namespace() -> None:
-    series, cpu = promql("digits", 'namespace="ml"')
-    assert 'model="digits",namespace="ml"' in series
+    series, cpu = promql("digits", 'job="serving"', "ml")
+    assert 'model="digits",namespace="ml",job="serving"' in series
     assert "modelops_requests_total" in series
-    assert cpu.startswith('process_cpu_seconds_total{namespace="ml"} and on(instance)')
+    assert cpu.startswith('process_cpu_seconds_total{namespace="ml",job="serving"} and on(instance)')
 
 
+@pytest.mark.parametrize(
+    "selector", ['namespace="victim"', 'namespace=~".*"', 'namespace!="ml"', ""]
+)
+def test_a_prometheus_selector_cannot_leave_the_namespace(selector: str) -> None:
+    """Finding 10: every query keeps the ModelDeployment's own namespace matcher."""
+    for query in promql("digits", selector, "ml"):
+        for part in query.split(" and on(instance) "):
+            assert 'namespace="ml"' in part, part
 def test_a_rollback_is_recorded_with_an_event() -> None:
     spec = RolloutSpec.model_validate(
         {"strategy": "canary", "steps": [{"weight": 20, "pauseSeconds": 30}]}

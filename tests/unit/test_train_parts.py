@@ -186,3 +186,31 @@ def test_regression_and_naive_forecast_metrics_match_scikit_learn() -> None:
     assert got["mse_naive"] == pytest.approx(naive)
     assert got["skill"] == pytest.approx(1 - got["mse"] / naive)
     assert math.isfinite(got["skill"])
+
+
+def test_state_json_is_written_whole_or_not_at_all(tmp_path: Path) -> None:
+    """Finding 12: a write cut short leaves the previous file, never a truncated one."""
+    from modelops_runtime import artifacts
+
+    uri = f"file://{tmp_path}/epoch-3/state.json"
+    artifacts.write_json(uri, {"epoch": 3, "loss": 0.5})
+    with pytest.raises(TypeError):
+        # Fails half-way through serialising ("a" is written before "z" fails).
+        artifacts.write_json(uri, {"a": 1, "z": object()})
+    assert json.loads((tmp_path / "epoch-3" / "state.json").read_text()) == {
+        "epoch": 3,
+        "loss": 0.5,
+    }
+    assert sorted(p.name for p in (tmp_path / "epoch-3").iterdir()) == ["state.json"]
+
+
+def test_a_truncated_checkpoint_state_is_skipped_on_resume(tmp_path: Path) -> None:
+    """Finding 12: a truncated `state.json` (older writers) must not block resume forever."""
+    root = f"file://{tmp_path}/run"
+    model = {"w": torch.ones(2)}
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.ones(2))], lr=0.1).state_dict()
+    checkpoint.save(root, 1, model, optimizer, {"step": 10})
+    checkpoint.save(root, 2, model, optimizer, {"step": 20})
+    (tmp_path / "run" / "epoch-2" / "state.json").write_text('{"step": 20, "epo')
+    assert checkpoint.latest_epoch(root) == 1
+    assert checkpoint.load_state(root, 1)["step"] == 10

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
+from modelops.api.tenancy import TenancyPolicy
 from modelops.api.training import IMMUTABLE_MESSAGE, IMMUTABLE_SPEC_FIELDS
 from modelops.k8s import main, webhook
 from modelops.k8s.config import OperatorConfig
@@ -197,3 +198,102 @@ def test_reconcile_metrics_count_time_and_errors() -> None:
     assert value("modelops_reconcile_errors_total", {**labels, "error": "ValueError"}) == 1
     assert value("modelops_reconcile_duration_seconds_count", labels) == 2
     assert value("modelops_reconcile_in_flight", {"resource": "trainingjobs"}) == 0
+
+
+# -- tenancy policy -----------------------------------------------------------------------
+
+POLICY = OperatorConfig(workload_image="registry.example/modelops-runtime:1").policy()
+
+
+def _refused(kind: str, path: str, value: object, policy: TenancyPolicy = POLICY) -> list[str]:
+    manifest = training_job() if kind == "TrainingJob" else model_deployment()
+    spec = mutate(manifest, path, value)["spec"]
+    return [str(p) for p in webhook.policy_problems(kind, spec, policy)]
+
+
+@pytest.mark.parametrize("kind", ["TrainingJob", "ModelDeployment"])
+def test_a_tenant_cannot_pick_an_image_by_default(kind: str) -> None:
+    """Finding 8: pods that get the store Secret run only the operator's images."""
+    problems = _refused(kind, "spec.resources.image", "evil.example/miner:latest")
+    assert len(problems) == 1 and problems[0].startswith("spec.resources.image: image ")
+    assert "registry.example/modelops-runtime:1" in problems[0]
+    assert _refused(kind, "spec.resources.image", "registry.example/modelops-runtime:1") == []
+    with pytest.raises(kopf.AdmissionError) as raised:
+        spec = mutate(training_job(), "spec.resources.image", "evil.example/x:1")["spec"]
+        webhook.validate_trainingjob(
+            spec=spec, warnings=[], old=None, memo=kopf.Memo(policy=POLICY)
+        )
+    assert "spec.resources.image" in str(raised.value)
+
+
+def test_an_image_allow_list_admits_listed_repositories_only() -> None:
+    policy = OperatorConfig(
+        workload_image="registry.example/modelops-runtime:1",
+        allowed_images=("registry.example/team-images/", "docker.io/library/python:"),
+    ).policy()
+    for image in ("registry.example/team-images/trainer:2", "docker.io/library/python:3.12"):
+        assert _refused("TrainingJob", "spec.resources.image", image, policy) == []
+    for image in ("registry.example/team-images-evil/x:1", "docker.io/library/pythonx:1"):
+        assert _refused("TrainingJob", "spec.resources.image", image, policy), image
+
+
+@pytest.mark.parametrize("kind", ["TrainingJob", "ModelDeployment"])
+def test_system_priority_classes_are_refused(kind: str) -> None:
+    """Finding 8: a tenant's pods must not pre-empt the cluster's own components."""
+    for name in ("system-node-critical", "system-cluster-critical"):
+        assert _refused(kind, "spec.resources.priorityClassName", name) == [
+            f"spec.resources.priorityClassName: priority class {name!r} is reserved for "
+            "cluster components"
+        ]
+    assert _refused(kind, "spec.resources.priorityClassName", "training") == []
+    listed = OperatorConfig(allowed_priority_classes=("batch-low",)).policy()
+    assert _refused(kind, "spec.resources.priorityClassName", "training", listed)
+    assert _refused(kind, "spec.resources.priorityClassName", "batch-low", listed) == []
+
+
+@pytest.mark.parametrize("kind", ["TrainingJob", "ModelDeployment"])
+def test_a_keyless_exists_toleration_is_refused(kind: str) -> None:
+    """Finding 8: `operator: Exists` without a key tolerates every taint (control plane)."""
+    everything = [{"operator": "Exists"}]
+    assert _refused(kind, "spec.resources.tolerations", everything) == [
+        "spec.resources.tolerations[0]: a toleration without a key tolerates every taint"
+    ]
+    gpu = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    assert _refused(kind, "spec.resources.tolerations", gpu) == []
+    listed = OperatorConfig(allowed_toleration_keys=("nvidia.com/gpu",)).policy()
+    master = [{"key": "node-role.kubernetes.io/control-plane", "operator": "Exists"}]
+    assert _refused(kind, "spec.resources.tolerations", master, listed) == [
+        "spec.resources.tolerations[0].key: taint key 'node-role.kubernetes.io/control-plane'"
+        " is not allowed; allowed: nvidia.com/gpu"
+    ]
+    assert _refused(kind, "spec.resources.tolerations", gpu, listed) == []
+
+
+def test_prometheus_urls_come_from_the_operators_allow_list() -> None:
+    """Finding 10: `prometheusUrl` is no longer a way to make the operator call anything."""
+    path = "spec.autoscaling.metricsSource.prometheusUrl"
+    assert _refused("ModelDeployment", path, "http://169.254.169.254/latest/") == [
+        f"{path}: Prometheus 'http://169.254.169.254/latest/' is not allowed; allowed: none "
+        "(the pods are scraped instead)"
+    ]
+    policy = OperatorConfig(allowed_prometheus_urls=("http://prometheus.monitoring:9090",)).policy()
+    for url in ("http://prometheus.monitoring:9090", "http://prometheus.monitoring:9090/"):
+        assert _refused("ModelDeployment", path, url, policy) == []
+    for url in (
+        "http://prometheus.monitoring:90901",
+        "http://prometheus.monitoring:9090.evil.example/",
+        "http://user:pw@prometheus.monitoring:9090/",
+    ):
+        assert _refused("ModelDeployment", path, url, policy), url
+
+
+def test_the_policy_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MODELOPS_ALLOWED_IMAGES", "a.example/x/, b.example/y:1")
+    monkeypatch.setenv("MODELOPS_ALLOWED_PRIORITY_CLASSES", "low")
+    monkeypatch.setenv("MODELOPS_ALLOWED_TOLERATION_KEYS", "nvidia.com/gpu")
+    monkeypatch.setenv("MODELOPS_ALLOWED_PROMETHEUS_URLS", "http://p:9090")
+    policy = OperatorConfig.from_env().policy()
+    assert policy.images == ("a.example/x/", "b.example/y:1")
+    assert policy.priority_classes == ("low",)
+    assert policy.toleration_keys == ("nvidia.com/gpu",)
+    assert policy.prometheus_urls == ("http://p:9090",)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -16,6 +17,7 @@ from modelops.k8s.trainingjob import builders, names
 from tests.unit.manifests import training_job
 
 UID = "0b6d1a52-0000-4000-8000-000000000001"
+TOKEN = "ray-token-of-digits-mlp"
 RESTRICTED_CONTAINER = {
     "runAsNonRoot": True,
     "runAsUser": 10001,
@@ -64,9 +66,11 @@ GPU_SPEC = dict(
 
 
 def test_cluster_has_head_service_rbac_spec_and_one_pod_per_worker() -> None:
-    objects = builders.cluster(_ctx(_spec(**GPU_SPEC), attempt=2))
+    objects = builders.cluster(_ctx(_spec(**GPU_SPEC), attempt=2), TOKEN)
     kinds = [(o["kind"], o["metadata"]["name"]) for o in objects]
     assert kinds == [
+        ("NetworkPolicy", "digits-mlp-ray"),
+        ("Secret", "digits-mlp-ray-auth"),
         ("ServiceAccount", "digits-mlp-driver"),
         ("ConfigMap", "digits-mlp-2-spec"),
         ("Pod", "digits-mlp-2-head"),
@@ -79,8 +83,46 @@ def test_cluster_has_head_service_rbac_spec_and_one_pod_per_worker() -> None:
     ]
 
 
+def test_every_ray_node_authenticates_with_the_jobs_own_token() -> None:
+    """Finding 2: GCS, client and dashboard refuse callers without the job's token."""
+    ctx = _ctx(_spec(workers=2))
+    secret = builders.auth_secret(ctx, TOKEN)
+    assert secret["metadata"]["name"] == "digits-mlp-ray-auth"
+    assert secret["immutable"] is True
+    assert base64.b64decode(secret["data"]["auth_token"]).decode() == TOKEN
+    ref = {"secretKeyRef": {"name": "digits-mlp-ray-auth", "key": "auth_token"}}
+    pods = [builders.head_pod(ctx), builders.worker_pod(ctx, 0), builders.worker_pod(ctx, 1)]
+    for pod in pods:
+        spec = pod["spec"]
+        for container in spec["containers"] + spec.get("initContainers", []):
+            env = {e["name"]: e for e in container["env"]}
+            assert env["RAY_AUTH_MODE"]["value"] == "token", container["name"]
+            assert env["RAY_AUTH_TOKEN"]["valueFrom"] == ref, container["name"]
+            # The token itself never appears in a pod spec (pods are readable more widely).
+            assert TOKEN not in json.dumps(pod)
+
+
+def test_the_network_policy_admits_only_the_jobs_own_pods() -> None:
+    """Finding 2: no pod outside the job (another tenant's, or this namespace's) gets in."""
+    ctx = _ctx()
+    policy = builders.network_policy(ctx)
+    own = {"matchLabels": {names.LABEL_JOB: "digits-mlp"}}
+    assert policy["spec"] == {
+        "podSelector": own,
+        "policyTypes": ["Ingress"],
+        "ingress": [{"from": [{"podSelector": own}]}],
+    }
+    # Every pod of every attempt is selected, so none is left open.
+    for pod in (builders.head_pod(_ctx(attempt=3)), builders.worker_pod(ctx, 0)):
+        labels = pod["metadata"]["labels"]
+        assert all(labels.get(k) == v for k, v in own["matchLabels"].items())
+    kinds = [m["kind"] for m in builders.cluster(ctx, TOKEN)]
+    first_pod = kinds.index("Pod")
+    assert kinds.index("NetworkPolicy") < first_pod and kinds.index("Secret") < first_pod
+
+
 def test_every_child_is_owned_by_the_job_and_labelled() -> None:
-    for manifest in builders.cluster(_ctx()):
+    for manifest in builders.cluster(_ctx(), TOKEN):
         meta = manifest["metadata"]
         assert meta["namespace"] == "team-a"
         assert meta["ownerReferences"] == [
@@ -157,7 +199,7 @@ def test_head_runs_the_driver_with_version_job_id_and_gang_size() -> None:
     pod = builders.head_pod(_ctx(spec, attempt=3))
     (container,) = pod["spec"]["containers"]
     command = container["command"]
-    assert command[:3] == ["python", "-m", "modelops.k8s.trainingjob.driver"]
+    assert command[:3] == ["python", "-m", "modelops_runtime.driver"]
     args = dict(zip(command[3::2], command[4::2], strict=True))
     assert args == {
         "--spec": "/etc/modelops/spec/trainingjob.yaml",
@@ -251,7 +293,7 @@ def test_spec_config_map_holds_a_manifest_the_api_models_accept() -> None:
 
 
 def test_manifests_are_json_serialisable() -> None:
-    for manifest in builders.cluster(_ctx(_spec(**GPU_SPEC))):
+    for manifest in builders.cluster(_ctx(_spec(**GPU_SPEC)), TOKEN):
         json.dumps(manifest)
 
 

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -193,6 +194,26 @@ def test_success_without_a_message_uses_the_allocated_version() -> None:
     assert p.status.model_version.uri == "file:///var/lib/modelops/models/digits/v4"
 
 
+@pytest.mark.parametrize(
+    ("claimed", "uri", "expected"),
+    [
+        (1, "file:///var/lib/modelops/models/digits/v1", 4),  # an older, existing version
+        (4, "s3://other-tenant/models/fraud/v9", 4),  # another tenant's artifacts
+        (6, "file:///elsewhere/v6", 6),  # the allocated number went to another writer
+    ],
+)
+def test_the_termination_message_cannot_move_the_version_back_or_elsewhere(
+    claimed: int, uri: str, expected: int
+) -> None:
+    """Finding 12: the pod's message never overrides the allocated number or the location."""
+    result = TrainingResult(version=claimed, uri=uri, metrics={"val_loss": 0.1})
+    pods = [head(phase="Succeeded", ready=False, message=result.encode())]
+    version = plan(observe(pods)).status.model_version
+    assert version is not None
+    assert version.version == expected
+    assert version.uri == f"file:///var/lib/modelops/models/digits/v{expected}"
+
+
 # -- failure and retry --------------------------------------------------------------------
 
 
@@ -254,6 +275,27 @@ def test_past_the_backoff_limit_the_job_fails_with_the_reason() -> None:
     assert p.status.completion_time == now
     assert reasons(p) == ["AttemptFailed", "Failed"]
     assert p.events[-1].type == "Warning"
+
+
+def test_an_input_error_fails_the_job_without_retrying() -> None:
+    """Finding 12: a missing column or an empty folder fails the same way every time."""
+    job = spec(backoffLimit=5)
+    message = "columns ['pixel_99'] are not in the data (it has ['pixel_0'])"
+    pods = [
+        head(phase="Failed", ready=False, reason="Error", exit_code=4, message=message),
+        worker(0),
+        worker(1),
+    ]
+    p = plan(observe(pods, job=job))
+    assert p.status.phase == TrainingPhase.FAILED
+    assert cond(p, FAILED) == (ConditionStatus.TRUE, "InputError")
+    assert message in (p.status.message or "")
+    assert [a.index for a in p.status.attempts] == [0]
+    assert not p.create_cluster
+    assert {"job-0-worker-0", "job-0-worker-1"} <= set(p.delete_pods)
+    # Any other failure is still retried.
+    pods[0] = head(phase="Failed", ready=False, reason="Error", exit_code=1, message="lost")
+    assert plan(observe(pods, job=job)).status.phase != TrainingPhase.FAILED
 
 
 def test_backoff_limit_zero_fails_on_the_first_failure() -> None:

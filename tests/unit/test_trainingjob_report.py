@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from modelops.api.artifact import ShardInfo, SnapshotManifest
 from modelops.api.training import TrainingJob
-from modelops.k8s.trainingjob import builders, driver, names
+from modelops.k8s.trainingjob import builders, names
 from modelops.k8s.trainingjob.observe import pod_view
 from modelops.lifecycle.training import Role
 from modelops.lifecycle.training_report import (
@@ -21,6 +21,7 @@ from modelops.lifecycle.training_report import (
     parse_result,
     snapshot_summary,
 )
+from modelops_runtime import driver
 from tests.unit.manifests import training_job
 
 # -- messages -----------------------------------------------------------------------------
@@ -244,3 +245,24 @@ def test_an_evicted_pod_reports_the_eviction() -> None:
 
 def test_unrelated_pods_are_not_observed() -> None:
     assert pod_view({"metadata": {"name": "x", "labels": {"app": "web"}}}) is None
+
+
+def test_the_wait_for_the_gang_has_a_deadline() -> None:
+    """Finding 12: a worker that never joins fails the attempt instead of holding the GPUs."""
+    now = [0.0]
+    alive = [{"Alive": True}, {"Alive": True}, {"Alive": False}]  # head, one of two workers
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    try:
+        driver.count_workers(2, lambda: alive, deadline=60, poll=2, clock=lambda: now[0], sleep=sleep)
+    except driver.WorkersMissing as error:
+        assert str(error) == "1/2 workers joined within 60s; giving up the attempt"
+    else:
+        raise AssertionError("waited past the deadline")
+    assert 60 <= now[0] <= 62
+    alive[2]["Alive"] = True
+    driver.count_workers(2, lambda: alive, deadline=0, clock=lambda: now[0], sleep=sleep)
+    assert driver.parse_args(["--spec", "s", "--version", "1", "--job-id", "j",
+                              "--progress-file", "p"]).workers_timeout == driver.WORKERS_TIMEOUT

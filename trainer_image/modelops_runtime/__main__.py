@@ -16,6 +16,7 @@ COMMANDS: dict[str, str] = {
     "datasets": "modelops_runtime.datasets:main",
     "serve": "modelops_runtime.serve.cli:main",
     "predict-batch": "modelops_runtime.batch_predict:main",
+    "scan": "modelops_runtime.data.scan:main",
 }
 
 

@@ -8,10 +8,13 @@ overwrites one.
 from __future__ import annotations
 
 import json
+import os
 import re
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import fsspec
+from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractFileSystem
 
 from modelops.api.artifact import ModelCard, SnapshotManifest
@@ -54,10 +57,29 @@ def list_versions(store_uri: str, name: str) -> list[int]:
 
 
 def write_json(uri: str, payload: Any) -> None:
+    """Write JSON whole or not at all: readers never see a truncated file.
+
+    The text is made before anything is written; on a file system it goes to a private
+    temporary name that is then renamed over the target (atomic in POSIX); an object
+    store's single put is atomic already.
+    """
+    text = json.dumps(payload, indent=2, sort_keys=True)
     fs, path = filesystem(uri)
     fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    with fs.open(path, "w") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True)
+    if not isinstance(fs, LocalFileSystem):
+        with fs.open(path, "w") as handle:
+            handle.write(text)
+        return
+    temporary = f"{path}.tmp-{uuid.uuid4().hex}"
+    try:
+        with open(temporary, "w") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
 
 
 def read_json(uri: str) -> Any:

@@ -3,9 +3,11 @@
 Each input shard (parquet or CSV) is streamed in row batches (memory is bounded by
 the batch, never the shard) and becomes one parquet shard of predictions with
 the same stem. A shard is written to a hidden temporary name and renamed into
-place when complete, so an output shard either exists whole or not at all; a
-restarted run skips every shard whose output exists, and only recomputes the one
-it was killed in. Progress goes to `<output>/_progress.json` (the fields of the
+place when complete, so an output shard either exists whole or not at all. Each
+output names, in its parquet metadata, the model, version and input shard it was
+predicted from: a restarted run skips the shards this same version already wrote
+and only recomputes the one it was killed in, while a run of another version (or
+over another input) rewrites them. Progress goes to `<output>/_progress.json` (the fields of the
 ModelDeployment's BatchPredictionStatus) and to the log, one line per shard.
 
 Output columns: `row` (index within the input shard), any `--keep-columns`,
@@ -16,10 +18,11 @@ when the card has them) and `probabilities`.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
-import os
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -38,6 +41,9 @@ log = logging.getLogger("modelops_runtime.batch_predict")
 
 PROGRESS = "_progress.json"
 _TEMP_MARK = ".tmp-"
+# A temporary untouched for this long belongs to a killed run; a younger one may be a
+# concurrent Job's shard in the making, and is left alone.
+STALE_TEMPORARY_SECONDS = 600
 
 
 def output_name(shard: str) -> str:
@@ -82,8 +88,26 @@ def _table(predictor: Predictor, batch: dict[str, np.ndarray], start: int, keep:
     return pa.table(columns)
 
 
+def origin(model: str, version: int, shard_uri: str) -> dict[bytes, bytes]:
+    """What an output shard was predicted from, kept in its parquet metadata."""
+    return {b"modelops.model": model.encode(), b"modelops.version": str(version).encode(),
+            b"modelops.input": shard_uri.encode()}
+
+
+def written_from(target_uri: str) -> dict[bytes, bytes]:
+    """The origin an existing output shard records; {} when it records none or is unreadable."""
+    fs, path = artifacts.filesystem(target_uri)
+    try:
+        with fs.open(path, "rb") as handle:
+            metadata = pq.ParquetFile(handle).schema_arrow.metadata or {}
+    except (OSError, pa.ArrowException):
+        return {}
+    return {k: v for k, v in metadata.items() if k.startswith(b"modelops.")}
+
+
 def predict_shard(
-    predictor: Predictor, shard_uri: str, fmt: DataFormat, target_uri: str, batch_size: int, keep: list[str]
+    predictor: Predictor, shard_uri: str, fmt: DataFormat, target_uri: str, batch_size: int, keep: list[str],
+    stamp: dict[bytes, bytes] | None = None,
 ) -> int:
     """Write the predictions of one shard to target_uri; returns its rows."""
     fs, path = artifacts.filesystem(target_uri)
@@ -94,6 +118,8 @@ def predict_shard(
         try:
             for batch in _rows(iter_chunks(shard_uri, fmt, wanted, batch_size), batch_size):
                 table = _table(predictor, batch, rows, keep)
+                if stamp:
+                    table = table.replace_schema_metadata({**(table.schema.metadata or {}), **stamp})
                 if writer is None:
                     writer = pq.ParquetWriter(handle, table.schema)
                 writer.write_table(table)
@@ -107,8 +133,9 @@ def predict_shard(
 class Progress:
     """`_progress.json`, rewritten atomically after each shard."""
 
-    def __init__(self, output_uri: str, model: str, version: int, total: int) -> None:
+    def __init__(self, output_uri: str, model: str, version: int, total: int, run_id: str) -> None:
         self.uri = artifacts.join(output_uri, PROGRESS)
+        self.run_id = run_id
         self.state: dict[str, Any] = {
             "phase": "Running", "model": model, "version": version, "output_uri": output_uri,
             "shards_total": total, "shards_done": 0, "shards_skipped": 0, "rows": 0, "current": None,
@@ -116,23 +143,41 @@ class Progress:
 
     def update(self, **changes: Any) -> None:
         self.state.update(changes, updated_at=datetime.now(UTC).isoformat())
-        temporary = f"{self.uri}{_TEMP_MARK}{os.getpid()}"
-        artifacts.write_json(temporary, self.state)
+        text = json.dumps(self.state, indent=2, sort_keys=True)
         fs, path = artifacts.filesystem(self.uri)
-        fs.mv(artifacts.filesystem(temporary)[1], path)
+        temporary = temporary_name(path, self.run_id)
+        with fs.open(temporary, "w") as handle:
+            handle.write(text)
+        fs.mv(temporary, path)
 
 
-def _clear_temporaries(output_uri: str) -> None:
-    """Remove half-written shards of a run that was killed."""
+def temporary_name(path: str, run_id: str) -> str:
+    """A private name beside `path`, marked with the run that writes it."""
+    return f"{path}{_TEMP_MARK}{run_id}-{uuid.uuid4().hex}"
+
+
+def _clear_temporaries(output_uri: str, run_id: str, now: float | None = None) -> None:
+    """Remove what a killed attempt of this run left half-written, and anything stale;
+    another run's fresh temporaries (a concurrent Job's shard in the making) stay."""
     fs, root = artifacts.filesystem(output_uri)
-    for entry in fs.ls(root, detail=False):
-        if _TEMP_MARK in str(entry).rsplit("/", 1)[-1]:
-            fs.rm(str(entry))
+    now = time.time() if now is None else now
+    for entry in fs.ls(root, detail=True):
+        name = str(entry["name"]).rsplit("/", 1)[-1]
+        if _TEMP_MARK not in name:
+            continue
+        if f"{_TEMP_MARK}{run_id}-" in name:
+            fs.rm(str(entry["name"]))
+            continue
+        modified = entry.get("mtime") or entry.get("LastModified")
+        if isinstance(modified, datetime):
+            modified = modified.timestamp()
+        if modified is None or now - float(modified) > STALE_TEMPORARY_SECONDS:
+            fs.rm(str(entry["name"]))
 
 
 def run(
     store: str, model: str, version: str, input_uri: str, output_uri: str,
-    fmt: DataFormat, batch_size: int, keep: list[str],
+    fmt: DataFormat, batch_size: int, keep: list[str], run_id: str = "local",
 ) -> dict[str, Any]:
     """Predict every shard not done yet; returns the final progress state."""
     number = int(version) if version.isdigit() else max(artifacts.list_versions(store, model), default=0)
@@ -144,21 +189,23 @@ def run(
     shards = list_shards(input_uri, fmt)
     fs, root = artifacts.filesystem(output_uri)
     fs.makedirs(root, exist_ok=True)
-    _clear_temporaries(output_uri)
-    progress = Progress(output_uri, model, number, len(shards))
+    _clear_temporaries(output_uri, run_id)
+    progress = Progress(output_uri, model, number, len(shards), run_id)
     progress.update()
     done = skipped = rows = 0
     for index, shard in enumerate(shards, 1):
         name = output_name(shard)
         target = artifacts.join(output_uri, name)
-        if fs.exists(artifacts.filesystem(target)[1]):
+        source = artifacts.join(input_uri, shard)
+        stamp = origin(model, number, source)
+        if fs.exists(artifacts.filesystem(target)[1]) and written_from(target) == stamp:
             done, skipped = done + 1, skipped + 1
             log.info("shard %d/%d %s: already done, skipped", index, len(shards), shard)
             continue
         progress.update(current=shard)
         started = time.perf_counter()
-        temporary = artifacts.join(output_uri, f".{name}{_TEMP_MARK}{os.getpid()}")
-        count = predict_shard(predictor, artifacts.join(input_uri, shard), fmt, temporary, batch_size, keep)
+        temporary = temporary_name(artifacts.join(output_uri, f".{name}"), run_id)
+        count = predict_shard(predictor, source, fmt, temporary, batch_size, keep, stamp)
         fs.mv(artifacts.filesystem(temporary)[1], artifacts.filesystem(target)[1])  # atomic publish
         done, rows = done + 1, rows + count
         progress.update(shards_done=done, shards_skipped=skipped, rows=rows, current=None)
@@ -179,6 +226,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", choices=[f.value for f in DataFormat], default="parquet")
     parser.add_argument("--batch-size", type=int, default=1024, help="Rows per forward pass.")
     parser.add_argument("--keep-columns", default="", help="Input columns copied to the output.")
+    parser.add_argument("--run-id", default="local",
+                        help="Names this run's temporaries: a restarted attempt clears its own, never "
+                             "another run's (the operator passes the Job's name).")
+    parser.add_argument("--termination-log",
+                        help="Also write the final counts here (/dev/termination-log in a pod).")
     return parser
 
 
@@ -189,7 +241,12 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("--batch-size must be at least 1")
     keep = [c for c in args.keep_columns.split(",") if c]
     state = run(args.store, args.model, args.version, args.input, args.output,
-                DataFormat(args.format), args.batch_size, keep)
+                DataFormat(args.format), args.batch_size, keep, args.run_id)
     log.info("done: %d shards (%d skipped), %d rows predicted", state["shards_done"],
              state["shards_skipped"], state["rows"])
+    if args.termination_log:
+        # What the operator reports in status: it never reads the tenant's output folder.
+        keys = ("version", "shards_total", "shards_done", "shards_skipped", "rows")
+        with open(args.termination_log, "w", encoding="utf-8") as handle:
+            json.dump({key: state[key] for key in keys}, handle)
     return 0

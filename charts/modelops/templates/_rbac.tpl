@@ -32,6 +32,14 @@ Role per watched namespace. No wildcards: every group, resource and verb is name
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
+# Each TrainingJob gets a Secret with its Ray token and a NetworkPolicy admitting only its
+# own pods. The operator creates and deletes them; it never reads a Secret back.
+- apiGroups: [""]
+  resources: ["secrets"]
+  verbs: ["create", "delete"]
+- apiGroups: ["networking.k8s.io"]
+  resources: ["networkpolicies"]
+  verbs: ["create", "delete"]
 # Each TrainingJob gets a ServiceAccount whose Role lets its head pod patch itself
 # (progress); the operator can grant only what it holds itself (pods get/patch).
 - apiGroups: ["rbac.authorization.k8s.io"]

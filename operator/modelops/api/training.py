@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field
 
@@ -23,6 +23,11 @@ from modelops.api.base import (
 )
 
 RECURRENT = ("rnn", "gru", "lstm")
+
+
+# Widest hidden layer: 16 layers of this width are ~4G weights, far past one GPU's memory,
+# so no legitimate spec needs more and a huge width cannot be used to exhaust a node.
+MAX_LAYER_WIDTH = 16384
 
 
 class Architecture(StrEnum):
@@ -63,7 +68,7 @@ class ModelSpec(ApiModel):
         description="classification (softmax or sigmoid output), regression, or forecasting "
         "(a window of a series to the next value or values).",
     )
-    hidden_layers: list[int] = Field(
+    hidden_layers: list[Annotated[int, Field(ge=1, le=MAX_LAYER_WIDTH)]] = Field(
         default_factory=lambda: [128, 64],
         max_length=16,
         description="Widths of the hidden layers of an MLP.",

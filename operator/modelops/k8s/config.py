@@ -6,11 +6,21 @@ import os
 from dataclasses import dataclass, field
 
 from modelops.api.base import DEFAULT_STORE_URI
+from modelops.api.tenancy import TenancyPolicy
 
 
 def _env_list(name: str) -> tuple[str, ...]:
     raw = os.environ.get(name, "")
     return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+DATA_ACCESS = ("operator", "job")
+
+
+def _data_access(value: str) -> str:
+    if value not in DATA_ACCESS:
+        raise ValueError(f"MODELOPS_DATA_ACCESS={value!r}: expected one of {', '.join(DATA_ACCESS)}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -24,6 +34,9 @@ class OperatorConfig:
     # Requests of each training job's Ray head pod (the driver and Ray's own services).
     ray_head_cpu: str = "1"
     ray_head_memory: str = "2Gi"
+    # Where IncrementalUpdates list their data: "operator" (this process) or "job" (a scan
+    # pod in the update's namespace, with the tenant's store access).
+    data_access: str = "operator"
     metrics_port: int = 8080
     health_port: int = 8081
     webhook_port: int = 9443
@@ -31,6 +44,20 @@ class OperatorConfig:
     webhook_cert_dir: str | None = None
     peering_name: str | None = None
     labels: dict[str, str] = field(default_factory=dict)
+    # The tenancy model's allow-lists (see modelops.api.tenancy): empty means the defaults.
+    allowed_images: tuple[str, ...] = ()
+    allowed_priority_classes: tuple[str, ...] = ()
+    allowed_toleration_keys: tuple[str, ...] = ()
+    allowed_prometheus_urls: tuple[str, ...] = ()
+
+    def policy(self) -> TenancyPolicy:
+        return TenancyPolicy(
+            operator_images=(self.workload_image,),
+            images=self.allowed_images,
+            priority_classes=self.allowed_priority_classes,
+            toleration_keys=self.allowed_toleration_keys,
+            prometheus_urls=self.allowed_prometheus_urls,
+        )
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -42,10 +69,15 @@ class OperatorConfig:
             store_volume_claim=env("MODELOPS_STORE_PVC") or None,
             ray_head_cpu=env("MODELOPS_RAY_HEAD_CPU") or cls.ray_head_cpu,
             ray_head_memory=env("MODELOPS_RAY_HEAD_MEMORY") or cls.ray_head_memory,
+            data_access=_data_access(env("MODELOPS_DATA_ACCESS") or cls.data_access),
             metrics_port=int(env("MODELOPS_METRICS_PORT", str(cls.metrics_port))),
             health_port=int(env("MODELOPS_HEALTH_PORT", str(cls.health_port))),
             webhook_port=int(env("MODELOPS_WEBHOOK_PORT", str(cls.webhook_port))),
             webhook_host=env("MODELOPS_WEBHOOK_HOST") or None,
             webhook_cert_dir=env("MODELOPS_WEBHOOK_CERT_DIR") or None,
             peering_name=env("MODELOPS_PEERING") or None,
+            allowed_images=_env_list("MODELOPS_ALLOWED_IMAGES"),
+            allowed_priority_classes=_env_list("MODELOPS_ALLOWED_PRIORITY_CLASSES"),
+            allowed_toleration_keys=_env_list("MODELOPS_ALLOWED_TOLERATION_KEYS"),
+            allowed_prometheus_urls=_env_list("MODELOPS_ALLOWED_PROMETHEUS_URLS"),
         )

@@ -99,6 +99,7 @@ def make_memo(config: OperatorConfig, options: RunOptions, kube: Kube) -> kopf.M
         config=config,
         options=options,
         kube=kube,
+        policy=config.policy(),
         training_settings=TrainingSettings(
             cluster=ClusterSettings(
                 image=config.workload_image,
@@ -109,6 +110,7 @@ def make_memo(config: OperatorConfig, options: RunOptions, kube: Kube) -> kopf.M
             retry_backoff_seconds=options.retry_backoff_seconds,
             resync_seconds=options.resync_seconds,
             workers=options.reconcile_workers,
+            policy=config.policy(),
         ),
     )
 

@@ -107,13 +107,22 @@ class VersionAllocator:
         return self._known[uid]
 
     def forget(self, namespace: str, model: str, uid: str) -> None:
-        """Drop a deleted job's entry; its number stays used."""
+        """Drop a deleted job's entry; its number stays used.
+
+        A missing book is left missing: there is nothing to forget, and creating one
+        would be refused forever in a terminating namespace (the job's finalizer would
+        never finish) or restart the numbering at 1 in a live one.
+        """
         self._known.pop(uid, None)
         with self._lock((namespace, model)):
-            self._update(namespace, model, lambda book: book.forget(uid))
+            self._update(namespace, model, lambda book: book.forget(uid), create=False)
 
     def _update(
-        self, namespace: str, model: str, change: Callable[[VersionBook], VersionBook]
+        self,
+        namespace: str,
+        model: str,
+        change: Callable[[VersionBook], VersionBook],
+        create: bool = True,
     ) -> VersionBook:
         key = (namespace, model)
         path = namespaced_path("ConfigMap", namespace, names.versions_config_map(model))
@@ -121,6 +130,8 @@ class VersionAllocator:
             current = self._books.get(key) or self._read(path)
             book = VersionBook.from_data(current.get("data") if current else None)
             updated = change(book)
+            if current is None and not create:
+                return book
             if current is not None and updated == book:
                 return book
             try:

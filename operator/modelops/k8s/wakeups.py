@@ -19,11 +19,15 @@ class Stopped(Protocol):
 
 
 class Wakers:
-    """One asyncio.Event per running loop, and the spec generation each loop last saw."""
+    """One asyncio.Event per running loop, and the spec generation each loop last saw.
+
+    A "generation" is whatever identifies what the user asked for: the object's
+    `metadata.generation`, or that with the annotations a resource also acts on.
+    """
 
     def __init__(self) -> None:
         self._events: dict[Key, asyncio.Event] = {}
-        self.generations: dict[Key, int | None] = {}
+        self.generations: dict[Key, object] = {}
 
     def register(self, key: Key) -> asyncio.Event:
         return self._events.setdefault(key, asyncio.Event())
@@ -38,7 +42,7 @@ class Wakers:
         if event is not None:
             event.set()
 
-    def wake_on_new_generation(self, key: Key, generation: int | None) -> None:
+    def wake_on_new_generation(self, key: Key, generation: object) -> None:
         """Wake on spec changes only: status writes (the loop's own) need no other pass."""
         if self.generations.get(key, generation) != generation:
             self.wake(key)

@@ -25,9 +25,11 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from modelops.api.base import GROUP, VERSION
+from modelops.api.crd import RESOURCES_BY_KIND
+from modelops.api.tenancy import TenancyPolicy
 from modelops.api.training import TrainingJobSpec
 from modelops.api.validation import Problem, validate_spec
 from modelops.lifecycle.training import change_notes, immutable_changes
@@ -58,35 +60,48 @@ def check(kind: str, spec: Any, old_spec: Any = None) -> tuple[list[Problem], li
     return problems, change_notes(old, new)
 
 
-def _admit(kind: str, spec: Any, old: Any, warnings: list[str]) -> None:
+def policy_problems(kind: str, spec: Any, policy: TenancyPolicy) -> list[Problem]:
+    """What the tenancy policy refuses in a spec that is otherwise valid."""
+    info = RESOURCES_BY_KIND[kind]
+    spec_model = info.model.model_fields["spec"].annotation
+    assert isinstance(spec_model, type) and issubclass(spec_model, BaseModel)
+    return policy.problems(kind, spec_model.model_validate(spec))
+
+
+def _admit(kind: str, spec: Any, old: Any, warnings: list[str], memo: Any) -> None:
     old_spec = (old or {}).get("spec") if old else None
     problems, notes = check(kind, dict(spec), dict(old_spec) if old_spec else None)
     warnings.extend(notes)
+    if not problems:
+        policy = memo.get("policy") if memo is not None else None
+        problems = policy_problems(kind, dict(spec), policy or TenancyPolicy())
     if problems:
         raise kopf.AdmissionError(f"invalid {kind}: {describe(problems)}", code=422)
 
 
 @kopf.on.validate(GROUP, VERSION, "trainingjobs", id="validate-trainingjob", operations=ADMITTED)
-def validate_trainingjob(spec: kopf.Spec, warnings: list[str], old: Any = None, **_: Any) -> None:
-    _admit("TrainingJob", spec, old, warnings)
+def validate_trainingjob(
+    spec: kopf.Spec, warnings: list[str], old: Any = None, memo: Any = None, **_: Any
+) -> None:
+    _admit("TrainingJob", spec, old, warnings, memo)
 
 
 @kopf.on.validate(
     GROUP, VERSION, "modeldeployments", id="validate-modeldeployment", operations=ADMITTED
 )
 def validate_modeldeployment(
-    spec: kopf.Spec, warnings: list[str], old: Any = None, **_: Any
+    spec: kopf.Spec, warnings: list[str], old: Any = None, memo: Any = None, **_: Any
 ) -> None:
-    _admit("ModelDeployment", spec, old, warnings)
+    _admit("ModelDeployment", spec, old, warnings, memo)
 
 
 @kopf.on.validate(
     GROUP, VERSION, "incrementalupdates", id="validate-incrementalupdate", operations=ADMITTED
 )
 def validate_incrementalupdate(
-    spec: kopf.Spec, warnings: list[str], old: Any = None, **_: Any
+    spec: kopf.Spec, warnings: list[str], old: Any = None, memo: Any = None, **_: Any
 ) -> None:
-    _admit("IncrementalUpdate", spec, old, warnings)
+    _admit("IncrementalUpdate", spec, old, warnings, memo)
 
 
 # --------------------------------------------------------------------------------------

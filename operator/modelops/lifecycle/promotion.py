@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from modelops.api.training import Mode
 from modelops.api.update import PromotionSpec
@@ -46,3 +48,39 @@ def decide_promotion(
     return GateResult(
         False, f"{compared}: regresses by {-gain:.4f}, more than {spec.max_regression}", gain
     )
+
+
+# -- which versions count as promoted ---------------------------------------------------
+
+# TrainingJobs an IncrementalUpdate runs carry this label: their update's gate, not their
+# own success, promotes their version.
+UPDATE_RUN_LABEL = "modelops.dev/update"
+
+
+def promoted_by_training(
+    labels: Mapping[str, str], spec: Mapping[str, Any], status: Mapping[str, Any]
+) -> tuple[str, int] | None:
+    """(model, version) a TrainingJob promotes by succeeding; None for an update's run.
+
+    The one rule of what counts as promoted, with `promoted_by_update`: a Succeeded
+    TrainingJob that is not an update run promotes its version; an update run's version
+    is promoted only when its IncrementalUpdate's gate let it through.
+    """
+    if UPDATE_RUN_LABEL in labels:
+        return None
+    produced = status.get("modelVersion") or {}
+    model = (spec.get("output") or {}).get("modelName")
+    if status.get("phase") != "Succeeded" or not model or not produced.get("version"):
+        return None
+    return str(model), int(produced["version"])
+
+
+def promoted_by_update(status: Mapping[str, Any]) -> tuple[str, set[int]] | None:
+    """(model, versions) an IncrementalUpdate's gate promoted, from its status."""
+    model = status.get("modelName")
+    versions = {int(v) for v in status.get("promotedVersions") or ()}
+    if status.get("promotedVersion"):
+        versions.add(int(status["promotedVersion"]))
+    if not model or not versions:
+        return None
+    return str(model), versions

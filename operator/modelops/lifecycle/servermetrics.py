@@ -11,11 +11,30 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelops.lifecycle.rollout import VersionMetrics
+
+# The series ModelOps reads from a server, by /metrics or through Prometheus.
+REQUESTS = "modelops_requests_total"
+DURATION_BUCKET = "modelops_request_duration_seconds_bucket"
+FEEDBACK = "modelops_feedback_rows_total"
+COMPARED = "modelops_shadow_compared_rows_total"
+AGREED = "modelops_shadow_agreed_rows_total"
+IN_FLIGHT = "modelops_inflight_requests"
+QUEUE = "modelops_queue_depth"
+ACCURACY = "modelops_rolling_accuracy"
+AGREEMENT = "modelops_shadow_agreement_ratio"
+CPU = "process_cpu_seconds_total"
+WANTED = frozenset(
+    {REQUESTS, DURATION_BUCKET, FEEDBACK, COMPARED, AGREED, IN_FLIGHT, QUEUE, ACCURACY}
+    | {AGREEMENT, CPU}
+)
+# (series name, labels, value): one sample, however it was fetched.
+Triple = tuple[str, Mapping[str, str], float]
 
 
 @dataclass
@@ -50,47 +69,71 @@ class ServerSample:
     accuracy: dict[str, float] = field(default_factory=dict)
     agreement: dict[str, float] = field(default_factory=dict)
     cpu_seconds: float = 0.0
+    cpu_seen: bool = False  # whether the server reported its CPU at all
 
     def version(self, label: str) -> VersionCounters:
         return self.versions.setdefault(label, VersionCounters())
 
 
-def parse_exposition(text: str, time: float) -> ServerSample:
-    """The counters and gauges ModelOps reads, from one /metrics body."""
-    sample = ServerSample(time=time)
+def exposition_samples(text: str) -> Iterator[Triple]:
+    """The samples of the series ModelOps reads, from one /metrics body."""
     for family in text_string_to_metric_families(text):
         for s in family.samples:
-            version = s.labels.get("version", "")
-            if s.name == "modelops_requests_total":
-                counters = sample.version(version)
-                counters.requests += s.value
-                if s.labels.get("code", "").startswith("5"):
-                    counters.errors += s.value
-            elif s.name == "modelops_request_duration_seconds_bucket":
-                le = float(s.labels["le"])
-                buckets = sample.version(version).buckets
-                buckets[le] = buckets.get(le, 0.0) + s.value
-            elif s.name == "modelops_feedback_rows_total":
-                sample.version(version).feedback_rows += s.value
-            elif s.name == "modelops_shadow_compared_rows_total":
-                sample.version(version).shadow_compared += s.value
-            elif s.name == "modelops_shadow_agreed_rows_total":
-                sample.version(version).shadow_agreed += s.value
-            elif s.name == "modelops_inflight_requests":
-                sample.in_flight += s.value
-            elif s.name == "modelops_queue_depth":
-                sample.queued += s.value
-            elif s.name == "modelops_rolling_accuracy":
-                sample.accuracy[version] = s.value
-            elif s.name == "modelops_shadow_agreement_ratio":
-                sample.agreement[version] = s.value
-            elif s.name == "process_cpu_seconds_total":
-                sample.cpu_seconds += s.value
+            if s.name in WANTED:
+                yield s.name, s.labels, s.value
+
+
+def fold(samples: Iterable[Triple], time: float, model: str | None = None) -> ServerSample:
+    """The one reading of the servers' series: counters per version, gauges, CPU.
+
+    With `model`, series labelled with another model are left out. A NaN (a gauge with
+    nothing to report yet) is no reading.
+    """
+    sample = ServerSample(time=time)
+    for name, labels, value in samples:
+        if math.isnan(value):
+            continue
+        if name == CPU:
+            sample.cpu_seconds += value
+            sample.cpu_seen = True
+            continue
+        if model is not None and labels.get("model", model) != model:
+            continue
+        version = labels.get("version", "")
+        if name == REQUESTS:
+            counters = sample.version(version)
+            counters.requests += value
+            if labels.get("code", "").startswith("5"):
+                counters.errors += value
+        elif name == DURATION_BUCKET:
+            le = float(labels.get("le", "+Inf"))
+            buckets = sample.version(version).buckets
+            buckets[le] = buckets.get(le, 0.0) + value
+        elif name == FEEDBACK:
+            sample.version(version).feedback_rows += value
+        elif name == COMPARED:
+            sample.version(version).shadow_compared += value
+        elif name == AGREED:
+            sample.version(version).shadow_agreed += value
+        elif name == IN_FLIGHT:
+            sample.in_flight += value
+        elif name == QUEUE:
+            sample.queued += value
+        elif name == ACCURACY:
+            sample.accuracy[version] = value
+        elif name == AGREEMENT:
+            sample.agreement[version] = value
     return sample
 
 
-def quantile(q: float, buckets: dict[float, float]) -> float | None:
-    """histogram_quantile over cumulative buckets; None without observations."""
+def parse_exposition(text: str, time: float) -> ServerSample:
+    """The counters and gauges ModelOps reads, from one /metrics body."""
+    return fold(exposition_samples(text), time)
+
+
+def quantile(q: float, buckets: Mapping[float, float]) -> float | None:
+    """histogram_quantile over cumulative buckets (PromQL's, linear inside a bucket);
+    None without observations."""
     ordered = sorted(buckets.items())
     if not ordered or ordered[-1][1] <= 0:
         return None

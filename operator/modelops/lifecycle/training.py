@@ -25,8 +25,13 @@ from modelops.api.training import (
     WorkerCounts,
 )
 from modelops.lifecycle.conditions import set_condition
+from modelops.lifecycle.events import EventNote
 from modelops.lifecycle.lineage import describe
-from modelops.lifecycle.training_report import parse_progress, parse_result
+from modelops.lifecycle.training_report import (
+    INPUT_ERROR_EXIT_CODE,
+    parse_progress,
+    parse_result,
+)
 
 # Condition types and their reasons: fixed strings that clients may match on.
 WORKERS_READY = "WorkersReady"
@@ -38,6 +43,7 @@ REASON_WAITING_FOR_WORKERS = "WaitingForWorkers"
 REASON_FINISHED = "Finished"
 REASON_MODEL_VERSION_READY = "ModelVersionReady"
 REASON_BACKOFF_LIMIT = "BackoffLimitExceeded"
+REASON_INPUT_ERROR = "InputError"
 REASON_INVALID_SPEC = "InvalidSpec"
 
 TERMINAL = frozenset({TrainingPhase.SUCCEEDED, TrainingPhase.FAILED})
@@ -92,15 +98,6 @@ class Observed:
     now: datetime
     retry_backoff_seconds: float = 10.0
     retry_backoff_limit_seconds: float = 360.0
-
-
-@dataclass(frozen=True)
-class EventNote:
-    """A Kubernetes Event to post on the TrainingJob."""
-
-    type: str  # Normal or Warning
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -258,7 +255,12 @@ def _plan_active(draft: _Draft) -> _Step:
         attempt.finished_at = obs.now
         attempt.reason = reason
         draft.say("Warning", "AttemptFailed", f"attempt {index}: {reason}")
-        return _plan_retry(draft, index, pods)
+        # The training said the input is unusable (no shards, missing columns): the same
+        # input fails the same way on every attempt, so none is made.
+        permanent = any(
+            p.role == Role.HEAD and p.exit_code == INPUT_ERROR_EXIT_CODE for p in failed
+        )
+        return _plan_retry(draft, index, pods, permanent)
     return _plan_running(draft, index, head, pods)
 
 
@@ -345,10 +347,17 @@ def _plan_succeeded(draft: _Draft, index: int, head: PodView, pods: list[PodView
     attempt = status.attempts[index]
     result = parse_result(head.message)
     metrics = result.metrics if result else dict(status.progress.metrics)
+    # The termination message is written inside the pod: it may move the number up (the
+    # allocated one was published by another writer first, and the runtime only ever
+    # takes a later free one), never down onto an existing version, and the location
+    # always follows from the spec, never from the message.
+    number = obs.version
+    if result and result.version > obs.version:
+        number = result.version
     status.model_version = ModelVersionRef(
         name=spec.output.model_name,
-        version=result.version if result else obs.version,
-        uri=result.uri if result else version_uri(spec, obs.version),
+        version=number,
+        uri=version_uri(spec, number),
         metrics=metrics,
         data_snapshot=result.data_snapshot if result else None,
         parent_version=(result.parent_version if result else None)
@@ -372,19 +381,26 @@ def _plan_succeeded(draft: _Draft, index: int, head: PodView, pods: list[PodView
     return _Step(attempt=index, requeue_after=_seconds_to_ttl(draft))
 
 
-def _plan_retry(draft: _Draft, index: int, pods: list[PodView]) -> _Step:
+def _plan_retry(
+    draft: _Draft, index: int, pods: list[PodView], permanent: bool = False
+) -> _Step:
     """The current attempt failed: start the next one after a back-off, or give up."""
     obs, status = draft.obs, draft.status
     failures = failed_attempts(status)
     last = status.attempts[index]
-    if failures > obs.spec.backoff_limit:
+    if permanent or failures > obs.spec.backoff_limit:
         status.phase = TrainingPhase.FAILED
         status.completion_time = obs.now
-        status.message = (
-            f"failed {failures} time(s), backoffLimit {obs.spec.backoff_limit}: {last.reason}"
-        )
-        draft.condition(FAILED, True, REASON_BACKOFF_LIMIT, status.message)
-        draft.condition(READY, False, REASON_BACKOFF_LIMIT, status.message)
+        if permanent:
+            reason = REASON_INPUT_ERROR
+            status.message = f"the input cannot be trained on, not retried: {last.reason}"
+        else:
+            reason = REASON_BACKOFF_LIMIT
+            status.message = (
+                f"failed {failures} time(s), backoffLimit {obs.spec.backoff_limit}: {last.reason}"
+            )
+        draft.condition(FAILED, True, reason, status.message)
+        draft.condition(READY, False, reason, status.message)
         _finish_workers(draft, pods)
         return _Step(attempt=index, requeue_after=_seconds_to_ttl(draft))
     # The failed attempt's pods go now: its workers may hold GPUs the retry needs.

@@ -31,6 +31,10 @@ _PROGRESS_FIELDS = frozenset(
 )
 
 
+# The training's exit code for errors in the input (missing columns, no shards): they
+# recur on every attempt, so the job fails at once instead of retrying backoffLimit times.
+INPUT_ERROR_EXIT_CODE = 4
+
 class _Wire(BaseModel):
     # Lenient on purpose: the driver and the operator may be one release apart, and a newer
     # driver's extra keys must not make an older operator drop the report.
@@ -124,6 +128,20 @@ def parse_progress(text: str | None) -> ProgressReport | None:
 def encode_progress(document: dict[str, Any]) -> str:
     """The annotation value for a runtime progress document (stable key order)."""
     return json.dumps(document, sort_keys=True, separators=(",", ":"))
+
+
+DIGEST_PREFIX = "sha256:"
+
+
+def canonical_digest(digest: str) -> str:
+    """A data digest in the one format written: `sha256:<hex>` over the sorted shards.
+
+    Stores written before it was the only one hold the bare hex of the same hash; it
+    reads as the same digest, so their runs are not repeated on unchanged data.
+    """
+    if not digest or digest.startswith(DIGEST_PREFIX):
+        return digest
+    return f"{DIGEST_PREFIX}{digest}"
 
 
 def snapshot_summary(manifest: SnapshotManifest, uri: str) -> DataSnapshot:

@@ -13,6 +13,7 @@ from typing import Any
 import yaml
 
 from modelops.local.processes import Supervisor
+from modelops.local.rayhead import RayHead
 from modelops.local.state import StateStore
 
 # The examples keep data and models under this root; local mode maps it to --root.
@@ -57,6 +58,8 @@ class LocalContext:
     cpus: int = field(default_factory=lambda: os.cpu_count() or 1)
     events: deque[Event] = field(default_factory=lambda: deque(maxlen=200))
     event_log: Path | None = None
+    # The run's one Ray, for the jobs that need one (see `rayhead`); None: each job starts its own.
+    ray: RayHead | None = None
 
     def event(self, resource: str, reason: str, message: str) -> None:
         """Record an event, like a Kubernetes Event: shown live and kept in events.log."""

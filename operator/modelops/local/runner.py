@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +30,7 @@ from modelops.api.validation import iter_documents, manifest_files, parse_resour
 from modelops.local import view
 from modelops.local.context import LocalContext, now, rewrite_root
 from modelops.local.processes import Supervisor, is_ours, stop_leftovers
+from modelops.local.rayhead import RayHead
 from modelops.local.state import Heartbeat, StateStore
 from modelops.local.training import LocalTraining
 from modelops.local.updating import LocalUpdate
@@ -169,6 +172,9 @@ def run(
     marker = f"{os.getpid()}-{int(time.time())}"
     ctx = LocalContext(root=root, state=state, supervisor=Supervisor(state_dir / "logs", marker))
     ctx.event_log = state_dir / "events.log"
+    # Short: Ray's socket paths under it must fit the 107-byte limit of a Unix socket.
+    ray_dir = Path(tempfile.gettempdir()) / f"modelops-ray-{os.getpid()}"
+    ctx.ray = RayHead(ctx.supervisor, ctx.python, ctx.cpus, ray_dir)
     try:
         runner = LocalRunner(resources, ctx, base_port)
     except ManifestError as error:
@@ -176,7 +182,10 @@ def run(
         return 2
     for name, url in runner.urls.items():
         console.print(f"{name} will serve at {url}")
-    asyncio.run(run_async(runner, live if live is not None else console.is_terminal, console))
+    try:
+        asyncio.run(run_async(runner, live if live is not None else console.is_terminal, console))
+    finally:
+        shutil.rmtree(ray_dir, ignore_errors=True)
     console.print("stopped; state kept in", str(state_dir))
     return 0
 

@@ -1,5 +1,8 @@
 """A TrainingJob in local mode: the runtime's `train` command as a child process.
 
+Jobs that need Ray (several workers or a search) join the run's one Ray head, started
+with the first of them; the others run their loop in the child process itself.
+
 The job id is fixed per job. The runtime scopes checkpoints by job, spec and data, so a
 retry or a rerun of `modelops run` resumes the last epoch checkpoint only when neither
 the spec nor the data changed; a rerun of an unchanged job that already published its
@@ -10,6 +13,7 @@ folder), so runs sharing a store cannot take the same number.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +23,21 @@ from modelops.api.training import (
     ModelVersionRef,
     Progress,
     TrainingJob,
+    TrainingJobSpec,
     TrainingJobStatus,
     TrainingPhase,
     TrialResult,
 )
 from modelops.lifecycle.conditions import set_condition
 from modelops.lifecycle.lineage import describe
+from modelops.lifecycle.placement import needs_ray
 from modelops.local.context import LocalContext, now
 from modelops.local.state import read_json
 
 KIND = "TrainingJob"
 RESULT_MARKER = "MODELOPS_RESULT "
+# Ray's forwarded lines start with a colour code and "(actor pid=…)".
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 # Exit codes of the runtime's train command that retrying cannot fix.
 _PERMANENT = {2: "InvalidSpec", 3: "NoNewData"}
 
@@ -48,6 +56,7 @@ def last_error_line(log: Path) -> str:
     except OSError:
         return "no log"
     for line in reversed(lines):
+        line = _ANSI.sub("", line).strip()
         if line and not line.startswith(("MODELOPS_PROGRESS", "(", "[")):
             return line[:1000]
     return "exited without output"
@@ -110,8 +119,22 @@ class LocalTraining:
             update={"phase": phase, "message": message, "conditions": conditions}
         )
 
+    def _ray_address(self, document: dict[str, Any]) -> tuple[bool, list[str], dict[str, str]]:
+        """(ready to start, extra arguments, environment): the shared head, when the job needs Ray."""
+        if self.ctx.ray is None or not needs_ray(TrainingJobSpec.model_validate(document["spec"])):
+            return True, [], {}
+        address = self.ctx.ray.address()
+        if address is None:
+            self._set(TrainingPhase.PENDING, "WaitingForRay", "starting the local Ray head")
+            return False, [], {}
+        return True, ["--ray-address", address], self.ctx.ray.env()
+
     def _start_attempt(self) -> None:
-        manifest = self.ctx.write_manifest(f"trainingjob-{self.name}", self._local_manifest())
+        document = self._local_manifest()
+        ready, ray_args, ray_env = self._ray_address(document)
+        if not ready:
+            return
+        manifest = self.ctx.write_manifest(f"trainingjob-{self.name}", document)
         argv = self.ctx.runtime(
             "train",
             "--spec",
@@ -120,8 +143,9 @@ class LocalTraining:
             f"local-{self.name}",
             "--progress-file",
             str(self.progress_path),
+            *ray_args,
         )
-        self.ctx.supervisor.start(self.process_name, argv)
+        self.ctx.supervisor.start(self.process_name, argv, env=ray_env)
         attempt = Attempt(index=len(self.status.attempts), started_at=now())
         self.status = self.status.model_copy(
             update={

@@ -1,6 +1,8 @@
 """The data pipeline a worker runs: its shards → examples → split → scaling → batches.
 
-Memory is bounded by one read chunk plus the shuffle buffer, whatever the dataset size.
+Memory is bounded by one read chunk plus the shuffle buffer, whatever the dataset size,
+plus, when this worker's share fits `DataPlan.resident_bytes`, its decoded examples:
+those are read once per job and replayed every epoch (see `Resident`).
 """
 
 from __future__ import annotations
@@ -82,6 +84,8 @@ class DataPlan:
     scaling: Scaling | None = None
     chunk_rows: int = 16384
     shuffle_rows: int = 65536
+    # A worker keeps its decoded share in memory up to this size; larger shares stream.
+    resident_bytes: int = 256 << 20
 
     def layout(self) -> Layout:
         return make_layout(self.task, self.features, self.label, self.sequence, self.classes)
@@ -109,6 +113,30 @@ def _scale(plan: DataPlan, examples: Examples) -> Examples:
     return Examples(x.astype(np.float32, copy=False), y.astype(y.dtype, copy=False), examples.index)
 
 
+class Resident:
+    """One worker's examples, kept after their first read when its share fits the budget.
+
+    It replays exactly what streaming yields (the same runs of examples per shard, in the
+    order asked for), so batches, and thus trained weights, do not depend on whether the
+    data fit: a job reads small data once, and every epoch after that is compute only.
+    """
+
+    def __init__(self, plan: DataPlan, rank: int, world: int) -> None:
+        layout = plan.layout()
+        share = plan.slice(rank, world)
+        width = layout.n_features * (layout.window or 1)
+        # float32 inputs plus at most 8 bytes of target per example (int64 class, or floats).
+        per_example = 4 * width + 8 * (plan.sequence.horizon if plan.sequence else 1)
+        self.fits = sum(share.counts) * per_example <= plan.resident_bytes
+        self._kept: dict[tuple[Part, int, bool], list[Examples]] = {}
+
+    def get(self, part: Part, position: int, scaled: bool) -> list[Examples] | None:
+        return self._kept.get((part, position, scaled))
+
+    def keep(self, part: Part, position: int, scaled: bool, runs: list[Examples]) -> None:
+        self._kept[(part, position, scaled)] = runs
+
+
 def iter_examples(
     plan: DataPlan,
     part: Part,
@@ -118,6 +146,7 @@ def iter_examples(
     epoch: int | None = None,
     scaled: bool = True,
     log: ReadLog | None = None,
+    resident: Resident | None = None,
 ) -> Iterator[Examples]:
     """This worker's examples of `part`, shard by shard; shard order shuffled per epoch."""
     layout = plan.layout()
@@ -125,10 +154,16 @@ def iter_examples(
     order = list(range(len(share.shards)))
     if epoch is not None:
         order = list(np.random.default_rng([plan.seed, epoch, rank]).permutation(order))
+    keeping = resident is not None and resident.fits
     for position in order:
         shard = share.shards[position]
         if log is not None:
             log.paths.add(shard.path)
+        kept = resident.get(part, position, scaled) if resident is not None else None
+        if kept is not None:
+            yield from kept
+            continue
+        runs: list[Examples] = []
         cursor = layout.cursor()
         count = share.counts[position]
         for chunk in iter_chunks(shard_uri(plan.uri, shard), plan.format, layout.columns, plan.chunk_rows):
@@ -136,7 +171,13 @@ def iter_examples(
             mask = share.keep(position, examples.index) & _part_mask(plan, layout, shard, count, examples.index, part)
             examples = examples.take(mask)
             if len(examples):
-                yield _scale(plan, examples) if scaled else examples
+                out = _scale(plan, examples) if scaled else examples
+                if keeping:
+                    runs.append(out)
+                yield out
+        # Only a shard read to its end is kept: a consumer may stop early (a full epoch).
+        if resident is not None and keeping:
+            resident.keep(part, position, scaled, runs)
 
 
 def count_examples(plan: DataPlan, part: Part, rank: int = 0, world: int = 1) -> int:
@@ -164,27 +205,46 @@ def steps_per_epoch(plan: DataPlan, world: int, batch_size: int) -> int:
 
 
 def train_batches(
-    plan: DataPlan, rank: int, world: int, epoch: int, batch_size: int, log: ReadLog | None = None
+    plan: DataPlan,
+    rank: int,
+    world: int,
+    epoch: int,
+    batch_size: int,
+    log: ReadLog | None = None,
+    resident: Resident | None = None,
 ) -> Iterator[Batch]:
     """Shuffled training batches for one epoch, deterministic in (seed, epoch, rank)."""
     buffer = ShuffleBuffer(plan.shuffle_rows, batch_size, np.random.default_rng([plan.seed, epoch, rank, 1]))
-    for examples in iter_examples(plan, "train", rank, world, epoch=epoch, log=log):
+    for examples in iter_examples(plan, "train", rank, world, epoch=epoch, log=log, resident=resident):
         yield from buffer.push(examples)
     yield from buffer.finish()
 
 
 def epoch_batches(
-    plan: DataPlan, rank: int, world: int, epoch: int, batch_size: int, steps: int, log: ReadLog | None = None
+    plan: DataPlan,
+    rank: int,
+    world: int,
+    epoch: int,
+    batch_size: int,
+    steps: int,
+    log: ReadLog | None = None,
+    resident: Resident | None = None,
 ) -> Iterator[Batch]:
     """Exactly `steps` batches; starts the stream over if it runs dry (e.g. rows with bad values)."""
     done = 0
     while done < steps:
         produced = 0
-        for batch in train_batches(plan, rank, world, epoch + done, batch_size, log):
+        stream = train_batches(plan, rank, world, epoch + done, batch_size, log, resident)
+        for batch in stream:
             yield batch
             produced += 1
             done += 1
             if done == steps:
+                if resident is not None and resident.fits:
+                    # The rest of the stream (the rows `drop_last` leaves) is read too, so
+                    # every shard is read to its end once and kept.
+                    for _ in stream:
+                        pass
                 return
         if produced == 0:
             raise ValueError(f"worker {rank} read no training batches")

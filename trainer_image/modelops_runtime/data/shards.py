@@ -15,6 +15,7 @@ from modelops.api.artifact import ShardInfo, SnapshotManifest
 from modelops.api.training import DataFormat
 from modelops_runtime import artifacts
 from modelops_runtime.data.readers import read_columns
+from modelops_runtime.errors import NoData
 
 SUFFIXES: dict[DataFormat, tuple[str, ...]] = {
     DataFormat.PARQUET: (".parquet", ".pq"),
@@ -32,7 +33,7 @@ def list_shards(dataset_uri: str, fmt: DataFormat) -> list[str]:
     """Relative paths of the shard files, sorted."""
     fs, root = artifacts.filesystem(dataset_uri)
     if not fs.isdir(root):
-        raise FileNotFoundError(f"dataset {dataset_uri} is not a folder")
+        raise NoData(f"dataset {dataset_uri} is not a folder")
     names = []
     for entry in fs.ls(root, detail=True):
         name = str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
@@ -83,7 +84,7 @@ def snapshot(dataset_uri: str, fmt: DataFormat, content_hash: bool = True) -> Sn
     """The manifest of the dataset as it is now: every shard with its fingerprint."""
     paths = list_shards(dataset_uri, fmt)
     if not paths:
-        raise FileNotFoundError(f"dataset {dataset_uri} has no {fmt.value} shards")
+        raise NoData(f"dataset {dataset_uri} has no {fmt.value} shards")
     shards = [fingerprint(dataset_uri, path, fmt, content_hash) for path in paths]
     columns = read_columns(shard_uri(dataset_uri, paths[0]), fmt)
     return SnapshotManifest(uri=dataset_uri, format=fmt.value, shards=shards, columns=columns)

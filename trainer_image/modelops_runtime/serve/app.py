@@ -21,7 +21,13 @@ from modelops_runtime.serve.dataplane import DataPlane
 from modelops_runtime.serve.http import HttpServer
 from modelops_runtime.serve.metrics import ServeMetrics
 from modelops_runtime.serve.registry import ModelRegistry, VersionSpec, resolve_version
-from modelops_runtime.serve.rest import RestAdapter, error_body
+from modelops_runtime.serve.rest import (
+    EXTENSIONS,
+    SERVER_NAME,
+    SERVER_VERSION,
+    RestAdapter,
+    error_body,
+)
 
 log = logging.getLogger("modelops_runtime.serve")
 
@@ -48,6 +54,7 @@ def build(config: ServeConfig) -> tuple[DataPlane, HttpServer]:
         error_body,
         max_body=config.max_body_bytes,
         max_connections=config.max_connections,
+        header_timeout_s=config.header_timeout_s,
     )
     return dataplane, server
 
@@ -63,6 +70,17 @@ async def serve(config: ServeConfig) -> None:
     # Listen first: liveness answers while the model loads, readiness once it is in.
     port = await server.start(config.host, config.port)
     log.info("listening on http://%s:%d", config.host, port)
+    grpc_server = None
+    if config.grpc_port is not None:
+        # Imported here: processes without a gRPC port never compile the protocol.
+        from modelops_runtime.serve.grpc_adapter import GrpcServer
+
+        grpc_server = GrpcServer(
+            dataplane, max_message=config.max_body_bytes, server_name=SERVER_NAME,
+            server_version=SERVER_VERSION, extensions=EXTENSIONS,
+        )
+        grpc_port = await grpc_server.start(config.host, config.grpc_port)
+        log.info("listening on grpc://%s:%d", config.host, grpc_port)
     resolved = None if config.members else resolve_version(config.store, config.model, config.version)
     stable = stable_spec(config, resolved)
     other = config.candidate or config.shadow
@@ -72,5 +90,8 @@ async def serve(config: ServeConfig) -> None:
     await stop.wait()
     log.info("draining")
     dataplane.draining = True
-    await server.close(grace_s=config.drain_seconds)
+    if grpc_server is not None:
+        await asyncio.gather(server.close(grace_s=config.drain_seconds), grpc_server.close(config.drain_seconds))
+    else:
+        await server.close(grace_s=config.drain_seconds)
     await dataplane.close()

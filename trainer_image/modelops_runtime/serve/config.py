@@ -38,6 +38,8 @@ class ServeConfig:
     torch_threads: int
     drain_seconds: float
     gil_switch_ms: float
+    header_timeout_s: float = 10.0
+    grpc_port: int | None = None
 
 
 def build_parser(prog: str = "python -m modelops_runtime serve") -> argparse.ArgumentParser:
@@ -47,6 +49,8 @@ def build_parser(prog: str = "python -m modelops_runtime serve") -> argparse.Arg
     parser.add_argument("--version", default="latest", help="Version number, or latest (default).")
     parser.add_argument("--host", default="0.0.0.0", help="Address to bind.")
     parser.add_argument("--port", type=int, default=8080, help="Port (0 picks a free one).")
+    parser.add_argument("--grpc-port", type=int, default=None,
+                        help="Port of the OIP gRPC service (0 picks a free one); off when omitted.")
     batching = parser.add_argument_group("batching")
     batching.add_argument("--max-batch-size", type=int, default=_DEFAULTS.max_batch_size)
     batching.add_argument("--max-wait-ms", type=float, default=_DEFAULTS.max_wait_ms)
@@ -63,6 +67,8 @@ def build_parser(prog: str = "python -m modelops_runtime serve") -> argparse.Arg
     limits = parser.add_argument_group("limits")
     limits.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024)
     limits.add_argument("--max-connections", type=int, default=4096)
+    limits.add_argument("--header-timeout-s", type=float, default=10.0,
+                        help="A request's headers must be complete this long after its first byte.")
     limits.add_argument("--feedback-capacity", type=int, default=100_000,
                         help="Recent request ids kept for feedback.")
     limits.add_argument("--accuracy-window", type=int, default=1000,

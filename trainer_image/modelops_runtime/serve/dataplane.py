@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
+import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from itertools import count
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
+from modelops.api.artifact import ModelCard
 from modelops_runtime.serve import protocol
 from modelops_runtime.serve.errors import (
     InvalidInput,
@@ -30,6 +30,7 @@ from modelops_runtime.serve.errors import (
     NotFound,
     NotReady,
     ServeError,
+    TooManyRows,
 )
 from modelops_runtime.serve.feedback import (
     PredictionLog,
@@ -54,8 +55,25 @@ log = logging.getLogger(__name__)
 
 @dataclass(slots=True)
 class InferResult:
-    body: bytes
+    body: Any  # JSON bytes, or what the request's codec encodes (a gRPC message)
     version: str
+    # The id feedback for this answer must name: issued here, unguessable, good once.
+    feedback_id: str = ""
+
+
+class InferCodec(Protocol):
+    """A transport's request decoding and answer encoding around the shared infer path."""
+
+    def decode(self, card: ModelCard) -> protocol.InferRequest: ...
+
+    def encode(
+        self,
+        card: ModelCard,
+        model_version: str,
+        request_id: str,
+        outputs: protocol.Outputs,
+        requested: tuple[str, ...] | None,
+    ) -> Any: ...
 
 
 @dataclass(slots=True)
@@ -87,8 +105,6 @@ class DataPlane:
         self._in_flight = 0
         self._admin_lock = asyncio.Lock()
         self._background: set[asyncio.Task[None]] = set()
-        self._ids = count(1)
-        self._id_prefix = os.urandom(4).hex()
         metrics.attach_live(self.live_state)
 
     # -- health and metadata -------------------------------------------------
@@ -118,9 +134,18 @@ class DataPlane:
     # -- inference -----------------------------------------------------------
 
     async def infer(
-        self, name: str, version: str | None, body: bytes, headers: Mapping[str, str]
+        self,
+        name: str,
+        version: str | None,
+        body: bytes,
+        headers: Mapping[str, str],
+        codec: InferCodec | None = None,
     ) -> InferResult:
-        """Answer one infer request; records its status and latency per version."""
+        """Answer one infer request; records its status and latency per version.
+
+        `codec` decodes the request and encodes the answer for a transport other than
+        REST JSON (gRPC, binary tensors); `body` is then unused.
+        """
         started = time.perf_counter()
         label = ""
         self._in_flight += 1
@@ -135,21 +160,31 @@ class DataPlane:
             else:
                 label = version
             served = self.registry.get(label)
-            request = protocol.decode_infer(body, served.card)
+            request = codec.decode(served.card) if codec else protocol.decode_infer(body, served.card)
+            limit = served.batcher.max_batch_size
+            if len(request.rows) > limit:
+                # One request is never split: it would run as a batch of any size (memory,
+                # latency of everyone queued behind it) however small maxBatchSize is.
+                raise TooManyRows(len(request.rows), limit)
             try:
                 future = served.batcher.submit(request.rows)
             except ServeError as error:
                 if error.status == 429:
                     self.metrics.rejected.labels(self.model, label).inc()
                 raise
-            request_id = request.id or headers.get("x-request-id") or self._new_id()
+            # Feedback is keyed by an id this server issues, never by the client's own id:
+            # ids a client chose (or a counter) can be guessed by anyone who wants to
+            # steer the canary's accuracy with made-up labels.
+            feedback_id = self._new_id()
+            request_id = request.id or headers.get("x-request-id") or feedback_id
             record = Served(label)
             if mirror is not None:
                 self._mirror(mirror, request.rows, future, record)
-            self._log.record(request_id, record)
+            self._log.record(feedback_id, record)
             outputs = await future
             record.predictions = outputs.predictions
-            answer = protocol.encode_infer(served.card, label, request_id, outputs, request.outputs)
+            encode = codec.encode if codec else protocol.encode_infer
+            answer = encode(served.card, label, request_id, outputs, request.outputs)
         except ServeError as error:
             self.metrics.observe_request(label, error.status, time.perf_counter() - started)
             raise
@@ -159,10 +194,10 @@ class DataPlane:
         finally:
             self._in_flight -= 1
         self.metrics.observe_request(label, 200, time.perf_counter() - started)
-        return InferResult(answer, label)
+        return InferResult(answer, label, feedback_id)
 
     def _new_id(self) -> str:
-        return f"{self._id_prefix}-{next(self._ids)}"
+        return secrets.token_urlsafe(16)
 
     def _mirror(
         self, label: str, rows: np.ndarray, primary: asyncio.Future[protocol.Outputs], record: Served
@@ -224,6 +259,7 @@ class DataPlane:
             self._score(record.version, card, record.predictions, labels)
             if record.shadow_version is not None and record.shadow_predictions is not None:
                 self._score(record.shadow_version, card, record.shadow_predictions, labels)
+            self._log.forget(request_id)  # once: a replay cannot weigh one answer many times
             accepted += 1
         if not isinstance(payload, list) and unknown:
             raise NotFound(f"no recent prediction with id '{unknown[0]}' (it may have been evicted)")

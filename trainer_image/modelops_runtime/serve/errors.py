@@ -76,6 +76,15 @@ class PayloadTooLarge(ServeError):
         super().__init__(f"request body exceeds the limit of {limit} bytes")
 
 
+class TooManyRows(ServeError):
+    """One request with more rows than a batch holds: it would run as one oversize batch."""
+
+    status = 413
+
+    def __init__(self, rows: int, limit: int) -> None:
+        super().__init__(f"the request has {rows} rows; at most {limit} (maxBatchSize) per request")
+
+
 class HeadersTooLarge(ServeError):
     status = 431
 
@@ -112,6 +121,15 @@ class RequestTimeout(ServeError):
         super().__init__(f"no result within the request timeout of {timeout_ms:g} ms")
 
 
+class HeaderTimeout(ServeError):
+    """The request's headers did not arrive in time (a client sending them byte by byte)."""
+
+    status = 408
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(f"request headers not complete within {timeout_s:g} s")
+
+
 class ForwardFailed(ServeError):
     """The model raised during a forward pass: a server-side fault."""
 
@@ -124,6 +142,7 @@ REASONS: dict[int, str] = {
     401: "Unauthorized",
     404: "Not Found",
     405: "Method Not Allowed",
+    408: "Request Timeout",
     409: "Conflict",
     413: "Payload Too Large",
     429: "Too Many Requests",
@@ -131,4 +150,21 @@ REASONS: dict[int, str] = {
     500: "Internal Server Error",
     503: "Service Unavailable",
     504: "Gateway Timeout",
+}
+
+# The same table for gRPC: each HTTP status's google.rpc code (by name, so this module
+# needs no grpc import). Client mistakes stay INVALID_ARGUMENT, bounds RESOURCE_EXHAUSTED.
+GRPC_CODES: dict[int, str] = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    404: "NOT_FOUND",
+    405: "UNIMPLEMENTED",
+    408: "DEADLINE_EXCEEDED",
+    409: "FAILED_PRECONDITION",
+    413: "RESOURCE_EXHAUSTED",
+    429: "RESOURCE_EXHAUSTED",
+    431: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
 }

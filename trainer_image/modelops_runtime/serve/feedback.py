@@ -51,6 +51,9 @@ class PredictionLog:
     def get(self, request_id: str) -> Served | None:
         return self._entries.get(request_id)
 
+    def forget(self, request_id: str) -> None:
+        self._entries.pop(request_id, None)
+
 
 class RollingScore:
     """Mean of the last `window` per-row outcomes (1/0 correctness, or absolute error)."""

@@ -15,7 +15,10 @@ and what still arrives is read and thrown away until the client closes, for at
 most `_LINGER_S` seconds and `_LINGER_BYTES` bytes (nginx's lingering_close). A
 connection stops being read while `_MAX_PIPELINED` requests wait, and
 waits for the client to read before writing more; at most `max_connections`
-are open; idle connections close after `idle_timeout_s`.
+are open; idle connections close after `idle_timeout_s`. A request's headers must be
+complete within `header_timeout_s` of its first byte (408, then the close above): a
+client dripping one byte at a time is never idle, so the idle timeout alone would let
+it hold a connection for ever.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import httptools
 from modelops_runtime.serve.errors import (
     REASONS,
     HeadersTooLarge,
+    HeaderTimeout,
     InvalidInput,
     PayloadTooLarge,
     ServeError,
@@ -106,6 +110,7 @@ class _Connection(asyncio.Protocol):
         self._url = b""
         self._headers: dict[str, str] = {}
         self._header_bytes = 0
+        self._headers_since: float | None = None  # when the unfinished request's headers began
         self._body: list[bytes] = []
         self._body_size = 0
         self._linger_deadline: float | None = None
@@ -194,6 +199,7 @@ class _Connection(asyncio.Protocol):
         self._url = b""
         self._headers = {}
         self._header_bytes = 0
+        self._headers_since = self._loop.time()
         self._body = []
         self._body_size = 0
 
@@ -211,6 +217,7 @@ class _Connection(asyncio.Protocol):
             raise _Reject(HeadersTooLarge(self._server.max_header_bytes))
 
     def on_headers_complete(self) -> None:
+        self._headers_since = None
         length = self._headers.get("content-length")
         if length is not None and length.isdigit() and int(length) > self._server.max_body:
             raise _Reject(PayloadTooLarge(self._server.max_body))
@@ -278,6 +285,15 @@ class _Connection(asyncio.Protocol):
         if self._transport is not None:
             self._transport.close()
 
+    def expire_headers(self, now: float, header_timeout_s: float) -> None:
+        """Answer 408 and close when a request's headers are overdue."""
+        since = self._headers_since
+        if since is None or self._broken or self._transport is None:
+            return
+        if now - since > header_timeout_s:
+            self._headers_since = None
+            self._fail(HeaderTimeout(header_timeout_s))
+
     def close_if_idle(self, now: float, idle_timeout_s: float) -> None:
         if self._transport is not None and not self.busy and now - self.last_active > idle_timeout_s:
             self._transport.close()
@@ -295,6 +311,7 @@ class HttpServer:
         max_header_bytes: int = 64 * 1024,
         max_connections: int = 4096,
         idle_timeout_s: float = 75.0,
+        header_timeout_s: float = 10.0,
     ) -> None:
         self.handler = handler
         self.error_body = error_body
@@ -302,6 +319,7 @@ class HttpServer:
         self.max_header_bytes = max_header_bytes
         self.max_connections = max_connections
         self.idle_timeout_s = idle_timeout_s
+        self.header_timeout_s = header_timeout_s
         self.connections: set[_Connection] = set()
         self.closing = False
         self._server: asyncio.AbstractServer | None = None
@@ -329,9 +347,10 @@ class HttpServer:
     async def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(min(5.0, self.idle_timeout_s))
+            await asyncio.sleep(min(5.0, self.idle_timeout_s, self.header_timeout_s / 2))
             now = loop.time()
             for connection in list(self.connections):
+                connection.expire_headers(now, self.header_timeout_s)
                 connection.close_if_idle(now, self.idle_timeout_s)
 
     async def close(self, grace_s: float = 30.0) -> None:

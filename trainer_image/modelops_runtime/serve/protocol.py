@@ -9,6 +9,7 @@ orjson, because turning arrays into Python lists is the hot path's main cost.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,8 +87,61 @@ def _check_against(spec: TensorSpec, shape: list[int], where: str) -> None:
         raise InvalidInput(f"{where}: the batch dimension is 0; send at least one row")
 
 
-def decode_infer(body: bytes, card: ModelCard) -> InferRequest:
-    """Validate an infer body against the card and return its rows as float32."""
+# Little-endian element types of the binary forms (REST binary extension, gRPC raw contents).
+DTYPES: dict[str, np.dtype[Any]] = {
+    name: np.dtype(code).newbyteorder("<")
+    for name, code in (
+        ("BOOL", "?"), ("INT8", "i1"), ("INT16", "i2"), ("INT32", "i4"), ("INT64", "i8"),
+        ("UINT8", "u1"), ("UINT16", "u2"), ("UINT32", "u4"), ("UINT64", "u8"),
+        ("FP16", "f2"), ("FP32", "f4"), ("FP64", "f8"),
+    )
+}
+
+
+def check_input(card: ModelCard, name: str, datatype: str, shape: list[int]) -> str:
+    """Validate an input tensor's header against the card; returns the `where` of messages."""
+    spec = card.inputs[0]
+    if name != spec.name:
+        raise InvalidInput(f"unknown input '{name}'; this model takes '{spec.name}'")
+    where = f"input '{name}'"
+    if datatype not in KNOWN:
+        raise InvalidInput(f"{where}: unknown datatype '{datatype}'")
+    if datatype not in NUMERIC:
+        raise InvalidInput(f"{where}: datatype {datatype} cannot feed {spec.datatype}; send numbers")
+    _check_against(spec, _shape(shape, where), where)
+    return where
+
+
+def to_rows(array: np.ndarray, shape: list[int], where: str) -> np.ndarray:
+    """The model's float32 rows from a flat numeric array of the declared shape."""
+    if array.dtype.kind not in _NUMERIC_KINDS:
+        raise InvalidInput(f"{where}: 'data' must hold only numbers")
+    needed = math.prod(shape)
+    if array.size != needed:
+        raise InvalidInput(f"{where}: 'data' has {array.size} values but shape {shape} needs {needed}")
+    rows = array.reshape(shape).astype(np.float32, copy=False)
+    if array.dtype.kind == "f" and not np.isfinite(rows).all():
+        raise InvalidInput(f"{where}: 'data' holds values outside the FP32 range")
+    return rows
+
+
+def from_raw(raw: bytes, datatype: str, shape: list[int], where: str) -> np.ndarray:
+    """Rows from a tensor's raw little-endian bytes (numeric datatypes only)."""
+    dtype = DTYPES[datatype]
+    needed = math.prod(shape) * dtype.itemsize
+    if len(raw) != needed:
+        raise InvalidInput(f"{where}: {len(raw)} raw bytes but shape {shape} of {datatype} needs {needed}")
+    rows = to_rows(np.frombuffer(raw, dtype=dtype), shape, where)
+    # A view of the message is read-only; torch wants tensors it could write to.
+    return rows if rows.flags.writeable else rows.copy()
+
+
+def decode_infer(body: bytes, card: ModelCard, binary: Mapping[int, bytes] | None = None) -> InferRequest:
+    """Validate an infer body against the card and return its rows as float32.
+
+    `binary`: the input's raw bytes when it came as a binary tensor (REST binary
+    extension), keyed by input index; the JSON then names its size instead of `data`.
+    """
     payload = loads_object(body)
     request_id = payload.get("id")
     if request_id is not None and not isinstance(request_id, str):
@@ -100,29 +154,19 @@ def decode_infer(body: bytes, card: ModelCard) -> InferRequest:
     if not isinstance(tensor, dict):
         raise InvalidInput(f"inputs[0] must be an object, not {type(tensor).__name__}")
     name = _field(tensor, "name", str, "inputs[0]")
-    if name != spec.name:
-        raise InvalidInput(f"unknown input '{name}'; this model takes '{spec.name}'")
     where = f"input '{name}'"
     datatype = _field(tensor, "datatype", str, where)
-    if datatype not in KNOWN:
-        raise InvalidInput(f"{where}: unknown datatype '{datatype}'")
-    if datatype not in NUMERIC:
-        raise InvalidInput(f"{where}: datatype {datatype} cannot feed {spec.datatype}; send numbers")
-    shape = _shape(_field(tensor, "shape", list, where), where)
-    _check_against(spec, shape, where)
-    data = _field(tensor, "data", list, where)
-    try:
-        array = np.asarray(data)
-    except (ValueError, TypeError):
-        raise InvalidInput(f"{where}: 'data' is not a rectangular array of numbers") from None
-    if array.dtype.kind not in _NUMERIC_KINDS:
-        raise InvalidInput(f"{where}: 'data' must hold only numbers")
-    needed = math.prod(shape)
-    if array.size != needed:
-        raise InvalidInput(f"{where}: 'data' has {array.size} values but shape {shape} needs {needed}")
-    rows = array.reshape(shape).astype(np.float32, copy=False)
-    if array.dtype.kind == "f" and not np.isfinite(rows).all():
-        raise InvalidInput(f"{where}: 'data' holds values outside the FP32 range")
+    shape = _field(tensor, "shape", list, where)
+    check_input(card, name, datatype, shape)
+    if binary is not None and 0 in binary:
+        rows = from_raw(binary[0], datatype, shape, where)
+    else:
+        data = _field(tensor, "data", list, where)
+        try:
+            array = np.asarray(data)
+        except (ValueError, TypeError):
+            raise InvalidInput(f"{where}: 'data' is not a rectangular array of numbers") from None
+        rows = to_rows(array, shape, where)
     return InferRequest(request_id, rows, _requested_outputs(payload, card))
 
 
@@ -141,7 +185,7 @@ def _requested_outputs(payload: dict[str, Any], card: ModelCard) -> tuple[str, .
     return tuple(o["name"] for o in wanted)
 
 
-def _values(spec: TensorSpec, outputs: Outputs, card: ModelCard) -> np.ndarray | list[str]:
+def output_values(spec: TensorSpec, outputs: Outputs, card: ModelCard) -> np.ndarray | list[str]:
     """The array an output tensor carries, chosen by its datatype (names are free)."""
     if spec.datatype == "INT64":
         return outputs.predictions.astype(np.int64, copy=False)
@@ -167,7 +211,7 @@ def encode_infer(
     for spec in card.outputs:
         if requested is not None and spec.name not in requested:
             continue
-        values = _values(spec, outputs, card)
+        values = output_values(spec, outputs, card)
         shape = [len(values)] if isinstance(values, list) else list(values.shape)
         data = values if isinstance(values, list) else np.ascontiguousarray(values).ravel()
         tensors.append({"name": spec.name, "datatype": spec.datatype, "shape": shape, "data": data})
@@ -177,6 +221,16 @@ def encode_infer(
     )
 
 
+def is_label_output(spec: TensorSpec, card: ModelCard) -> bool:
+    """The per-row decision of a classifier: class index (INT64) or class name (BYTES)."""
+    return bool(card.classes) and spec.datatype in ("INT64", "BYTES") and spec.shape == [-1]
+
+
+def output_parameters(spec: TensorSpec, card: ModelCard) -> dict[str, Any]:
+    """Parameters of an output in metadata: the class names behind a label output."""
+    return {"classes": list(card.classes or [])} if is_label_output(spec, card) else {}
+
+
 def model_metadata(card: ModelCard, versions: list[str]) -> dict[str, Any]:
     """The protocol's model metadata object."""
     return {
@@ -184,7 +238,11 @@ def model_metadata(card: ModelCard, versions: list[str]) -> dict[str, Any]:
         "versions": versions,
         "platform": "pytorch",
         "inputs": [spec.model_dump() for spec in card.inputs],
-        "outputs": [spec.model_dump() for spec in card.outputs],
+        "outputs": [
+            {**spec.model_dump(), "parameters": params} if (params := output_parameters(spec, card))
+            else spec.model_dump()
+            for spec in card.outputs
+        ],
         "parameters": {"task": str(card.task), "classes": card.classes or []},
     }
 

@@ -7,8 +7,10 @@ Paths (KServe v2 REST, plus feedback, admin and metrics):
     GET  /v2                                      server metadata
     GET  /v2/models/{name}[/versions/{v}]         model metadata (inputs, outputs, datatypes)
     GET  /v2/models/{name}[/versions/{v}]/ready   200 or 503
-    POST /v2/models/{name}[/versions/{v}]/infer   inference; header x-model-version says who answered
-    POST /v2/models/{name}/feedback               {"id": ..., "labels": [...]} or a list of them
+    POST /v2/models/{name}[/versions/{v}]/infer   inference; header x-model-version says who answered,
+                                                  x-feedback-id the id its feedback must name
+    POST /v2/models/{name}/feedback               {"id": <x-feedback-id>, "labels": [...]} or a list;
+                                                  each id is accepted once
     GET  /v2/admin/routing                        split, loaded versions, accuracy, shadow agreement
     PUT  /v2/admin/routing                        {"stable", "candidate", "weight", "shadow"}
     POST /v2/admin/load                           {"version"} or {"members", "method", "version"}; "role"
@@ -26,6 +28,7 @@ import os
 from collections.abc import Awaitable, Callable
 from urllib.parse import unquote
 
+from modelops_runtime.serve.binary import HEADER, BinaryAnswer, BinaryCodec, wants_binary
 from modelops_runtime.serve.dataplane import DataPlane
 from modelops_runtime.serve.errors import MethodNotAllowed, NotFound, ServeError, Unauthorized
 from modelops_runtime.serve.http import Request, Response
@@ -34,6 +37,8 @@ from modelops_runtime.serve.protocol import dumps
 
 SERVER_NAME = "modelops"
 SERVER_VERSION = "0.1.0"
+# Protocol extensions both transports announce in server metadata.
+EXTENSIONS = ["binary_tensor_data"]
 TOKEN_ENV = "MODELOPS_ADMIN_TOKEN"
 TOKEN_FILE_ENV = "MODELOPS_ADMIN_TOKEN_FILE"
 
@@ -93,8 +98,13 @@ class RestAdapter:
         plane = self.dataplane
         if action == "infer":
             _allow(request, "POST")
-            result = await plane.infer(name, version, request.body, request.headers)
-            return Response(200, result.body, headers=[("x-model-version", result.version)])
+            codec = BinaryCodec(request.body, request.headers) if wants_binary(request.headers, request.body) else None
+            result = await plane.infer(name, version, request.body, request.headers, codec)
+            headers = [("x-model-version", result.version), ("x-feedback-id", result.feedback_id)]
+            if isinstance(result.body, BinaryAnswer):
+                headers.append((HEADER, str(result.body.header_length)))
+                return Response(200, result.body.body, "application/octet-stream", headers)
+            return Response(200, result.body, headers=headers)
         if action == "":
             _allow(request, "GET")
             return Response(200, dumps(plane.metadata(name, version)))
@@ -115,7 +125,7 @@ class RestAdapter:
         return Response(200 if ready else 503, _READY if ready else _NOT_READY)
 
     async def _server_metadata(self, request: Request) -> Response:
-        return Response(200, dumps({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": []}))
+        return Response(200, dumps({"name": SERVER_NAME, "version": SERVER_VERSION, "extensions": EXTENSIONS}))
 
     async def _metrics(self, request: Request) -> Response:
         _allow(request, "GET")

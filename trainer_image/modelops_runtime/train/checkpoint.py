@@ -66,11 +66,21 @@ def epoch_uri(root: str, epoch: int) -> str:
 
 
 def latest_epoch(root: str) -> int | None:
-    """The newest epoch whose checkpoint is complete."""
+    """The newest epoch whose checkpoint is complete.
+
+    A `state.json` that does not parse (cut short by an older writer, or a full disk)
+    marks an unfinished checkpoint like a missing one: the run resumes from the one
+    before instead of failing on it at every attempt.
+    """
     for epoch in reversed(_children(root, _EPOCH)):
         fs, path = artifacts.filesystem(artifacts.join(epoch_uri(root, epoch), STATE))
-        if fs.exists(path):
-            return epoch
+        if not fs.exists(path):
+            continue
+        try:
+            artifacts.read_json(artifacts.join(epoch_uri(root, epoch), STATE))
+        except (ValueError, UnicodeDecodeError):
+            continue
+        return epoch
     return None
 
 

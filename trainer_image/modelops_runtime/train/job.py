@@ -31,6 +31,7 @@ from modelops.lifecycle.lineage import Origin
 from modelops_runtime import artifacts, publish
 from modelops_runtime.data import shards as shard_files
 from modelops_runtime.data.pipeline import DataPlan, Part, ReadLog, Scaling, survey
+from modelops_runtime.errors import MissingColumns
 from modelops_runtime.evaluate import TRAINING_RECORD
 from modelops_runtime.evaluate import data_plan as evaluation_plan
 from modelops_runtime.train import checkpoint, progress, runs, versions, warmstart
@@ -81,7 +82,7 @@ def _features(spec: TrainingJobSpec, columns: list[str]) -> list[str]:
     chosen = data.features or [c for c in columns if c != data.label]
     missing = [c for c in [*chosen, data.label] if c not in columns]
     if missing:
-        raise ValueError(f"columns {missing} are not in the data (it has {columns[:20]})")
+        raise MissingColumns(f"columns {missing} are not in the data (it has {columns[:20]})")
     return chosen
 
 

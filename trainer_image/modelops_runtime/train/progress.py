@@ -55,8 +55,10 @@ def document(
 def from_report(job_id: str, report: dict[str, Any], checkpoint_root: str | None = None) -> dict[str, Any]:
     """The document for one epoch report of the training loop.
 
-    With `checkpoint_root`, it names the epoch's checkpoint folder: the operator shows it
-    and cannot derive it, since the folder depends on the run's data digest.
+    With `checkpoint_root`, it names the newest complete checkpoint's folder (the report's
+    `checkpoint_epoch`: checkpoints are written in the background and may trail the
+    epoch): the operator shows it and cannot derive it, since the folder depends on the
+    run's data digest.
     """
     doc = document(
         job_id,
@@ -66,8 +68,8 @@ def from_report(job_id: str, report: dict[str, Any], checkpoint_root: str | None
         samples_per_second=float(report["samples_per_second"]),
         attempt=int(report["attempt"]),
     )
-    if checkpoint_root is not None:
-        doc["checkpoint"] = f"{checkpoint_root.rstrip('/')}/epoch-{int(report['epoch'])}"
+    if checkpoint_root is not None and report.get("checkpoint_epoch"):
+        doc["checkpoint"] = f"{checkpoint_root.rstrip('/')}/epoch-{int(report['checkpoint_epoch'])}"
     return doc
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -49,6 +49,15 @@ class Shape:
         return self.n_features
 
 
+def _label_datatype(classes: list[str] | None) -> Literal["INT64", "BYTES"]:
+    """Class names as BYTES when the labels were strings; integer labels stay INT64."""
+    try:
+        [int(name) for name in classes or []]
+    except ValueError:
+        return "BYTES"
+    return "INT64"
+
+
 def _tensors(shape: Shape) -> tuple[list[TensorSpec], list[TensorSpec]]:
     if shape.window is not None and shape.n_features == 1:
         inputs = [TensorSpec(name="input", datatype="FP32", shape=[-1, shape.window])]
@@ -59,7 +68,7 @@ def _tensors(shape: Shape) -> tuple[list[TensorSpec], list[TensorSpec]]:
     if shape.task == Task.CLASSIFICATION:
         outputs = [
             TensorSpec(name="probabilities", datatype="FP32", shape=[-1, shape.n_outputs]),
-            TensorSpec(name="label", datatype="INT64", shape=[-1]),
+            TensorSpec(name="label", datatype=_label_datatype(shape.classes), shape=[-1]),
         ]
     else:
         outputs = [TensorSpec(name="prediction", datatype="FP32", shape=[-1, shape.n_outputs])]

@@ -20,15 +20,16 @@ from typing import Any
 from modelops.api.base import API_VERSION
 from modelops.api.training import TrainingJobSpec
 from modelops.api.update import IncrementalUpdateSpec
+from modelops.k8s.controller import pods
+from modelops.k8s.controller.pods import STORE_MOUNT as STORE_MOUNT
+from modelops.k8s.controller.pods import STORE_SECRET as STORE_SECRET
+from modelops.k8s.controller.pods import TERMINATION_LOG as TERMINATION_LOG
 from modelops.k8s.incrementalupdate import names
-from modelops.k8s.security import container_security, pod_security
+from modelops.k8s.security import container_security
 from modelops.lifecycle.update import child_training_spec
 
 Manifest = dict[str, Any]
 
-STORE_MOUNT = "/var/lib/modelops"
-STORE_SECRET = "modelops-store-credentials"
-TERMINATION_LOG = "/dev/termination-log"
 EVALUATION_CONTAINER = "compare"
 
 
@@ -67,12 +68,8 @@ class UpdateContext:
         return self.recipe.resources.image or self.settings.image
 
     def metadata(self, name: str, labels: dict[str, str]) -> Manifest:
-        return {
-            "name": name,
-            "namespace": self.namespace,
-            "labels": labels,
-            "ownerReferences": [names.owner_reference(self.name, self.uid)],
-        }
+        owner = names.owner_reference(self.name, self.uid)
+        return pods.metadata(name, self.namespace, labels, owner)
 
 
 # --------------------------------------------------------------------------------------
@@ -144,13 +141,7 @@ def compare_args(ctx: UpdateContext, candidate: int, current: int | None) -> lis
 
 def _volumes(ctx: UpdateContext) -> tuple[list[Manifest], list[Manifest]]:
     """A writable /tmp under the read-only root, and the store (read-only: it only reads)."""
-    volumes: list[Manifest] = [{"name": "tmp", "emptyDir": {}}]
-    mounts: list[Manifest] = [{"name": "tmp", "mountPath": "/tmp"}]
-    if ctx.settings.store_volume_claim:
-        claim = {"claimName": ctx.settings.store_volume_claim, "readOnly": True}
-        volumes.append({"name": "store", "persistentVolumeClaim": claim})
-        mounts.append({"name": "store", "mountPath": STORE_MOUNT, "readOnly": True})
-    return volumes, mounts
+    return pods.tmp_and_store(ctx.settings.store_volume_claim, writable=False)
 
 
 def _env(ctx: UpdateContext) -> list[Manifest]:
@@ -164,15 +155,7 @@ def _env(ctx: UpdateContext) -> list[Manifest]:
 
 def _scheduling(recipe: TrainingJobSpec) -> Manifest:
     """Where the recipe's pods may run (its data is reachable there); no GPUs asked for."""
-    out: Manifest = {}
-    resources = recipe.resources
-    if resources.node_selector:
-        out["nodeSelector"] = dict(resources.node_selector)
-    if resources.tolerations:
-        out["tolerations"] = [t.to_dict() for t in resources.tolerations]
-    if resources.priority_class_name:
-        out["priorityClassName"] = resources.priority_class_name
-    return out
+    return pods.scheduling(recipe.resources)
 
 
 def _resources(recipe: TrainingJobSpec) -> Manifest:
@@ -197,8 +180,7 @@ def evaluation_job(
         "imagePullPolicy": "IfNotPresent",
         "command": compare_args(ctx, candidate, current),
         "env": _env(ctx),
-        # s3:// stores read credentials and the endpoint (AWS_*) from this Secret when present.
-        "envFrom": [{"secretRef": {"name": STORE_SECRET, "optional": True}}],
+        "envFrom": pods.env_from(),
         "resources": _resources(ctx.recipe),
         "securityContext": container_security(),
         "volumeMounts": mounts,
@@ -221,15 +203,7 @@ def evaluation_job(
             "activeDeadlineSeconds": ctx.settings.deadline_seconds,
             "template": {
                 "metadata": {"labels": labels, "annotations": dict(annotations)},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "securityContext": pod_security(),
-                    **_scheduling(ctx.recipe),
-                    "containers": [container],
-                    "volumes": volumes,
-                },
+                "spec": pods.job_pod([container], volumes, _scheduling(ctx.recipe)),
             },
         },
     }

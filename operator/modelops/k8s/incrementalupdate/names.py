@@ -8,55 +8,34 @@ a repeated create is refused (409) instead of making a duplicate.
 
 from __future__ import annotations
 
-import hashlib
-import re
+from modelops.k8s.controller import naming
 
-from modelops.api.base import API_VERSION
+# The labels every resource's children carry, re-exported beside this resource's own.
+from modelops.k8s.controller.naming import DOMAIN as DOMAIN
+from modelops.k8s.controller.naming import LABEL_COMPONENT as LABEL_COMPONENT
+from modelops.k8s.controller.naming import LABEL_INSTANCE as LABEL_INSTANCE
+from modelops.k8s.controller.naming import LABEL_MANAGED_BY as LABEL_MANAGED_BY
+from modelops.k8s.controller.naming import LABEL_MODEL as LABEL_MODEL
+from modelops.k8s.controller.naming import LABEL_NAME as LABEL_NAME
+from modelops.k8s.controller.naming import LABEL_ROLE as LABEL_ROLE
+from modelops.k8s.controller.naming import MANAGED_BY as MANAGED_BY
+from modelops.k8s.controller.naming import label_value as label_value
 from modelops.lifecycle.update import run_name
 
 KIND = "IncrementalUpdate"
 PLURAL = "incrementalupdates"
-DOMAIN = "modelops.dev"
 
 LABEL_UPDATE = f"{DOMAIN}/update"
-LABEL_MODEL = f"{DOMAIN}/model"
-LABEL_ROLE = f"{DOMAIN}/role"
 LABEL_RUN = f"{DOMAIN}/update-run"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_NAME = "app.kubernetes.io/name"
-LABEL_INSTANCE = "app.kubernetes.io/instance"
-MANAGED_BY = "modelops"
 ROLE_EVALUATION = "evaluation"
 
 ANNOTATION_CANDIDATE = f"{DOMAIN}/candidate-version"
 ANNOTATION_CURRENT = f"{DOMAIN}/current-version"
 
-_MAX = 63
-_NOT_LABEL = re.compile(r"[^a-z0-9-]")
-
-
-def _digest(text: str, size: int = 8) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:size]
-
-
-def label_value(name: str) -> str:
-    """A name as a label value (at most 63 characters, digest-shortened when longer)."""
-    if len(name) <= _MAX:
-        return name
-    return f"{name[: _MAX - 9].rstrip('.-')}-{_digest(name)}"
-
 
 def child_name(base_name: str, suffix: str) -> str:
     """`<base>-<suffix>` as a DNS-1035 label, shortened with a digest when it would not fit."""
-    base = _NOT_LABEL.sub("-", base_name)
-    if not base[:1].isalpha():
-        base = f"iu-{base}"
-    name = f"{base}-{suffix}"
-    if base == base_name and len(name) <= _MAX:
-        return name
-    keep = _MAX - len(suffix) - 10
-    return f"{base[:keep].rstrip('-')}-{_digest(base_name)}-{suffix}"
+    return naming.child_name(base_name, suffix, "iu")
 
 
 def training_job(update: str, sequence: int) -> str:
@@ -80,10 +59,7 @@ def run_labels(update: str, model: str) -> dict[str, str]:
 
 def evaluation_labels(update: str, model: str, run: str) -> dict[str, str]:
     return {
-        LABEL_NAME: "modelops-evaluation",
-        LABEL_INSTANCE: label_value(update),
-        LABEL_COMPONENT: ROLE_EVALUATION,
-        LABEL_MANAGED_BY: MANAGED_BY,
+        **naming.common_labels("modelops-evaluation", update, ROLE_EVALUATION),
         LABEL_UPDATE: label_value(update),
         LABEL_MODEL: model,
         LABEL_ROLE: ROLE_EVALUATION,
@@ -105,12 +81,4 @@ def runs_selector(update: str) -> str:
 
 
 def owner_reference(update: str, uid: str) -> dict[str, object]:
-    """Children are owned by the update: the garbage collector removes them after it."""
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": update,
-        "uid": uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+    return naming.owner_reference(KIND, update, uid)

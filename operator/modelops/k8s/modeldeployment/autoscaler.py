@@ -21,6 +21,7 @@ from modelops.api.deployment import (
 from modelops.k8s.modeldeployment import status as report
 from modelops.k8s.modeldeployment.samples import Snapshot, Totals
 from modelops.lifecycle.autoscale import History, Observed, desired_replicas
+from modelops.lifecycle.events import EventNote
 
 WriteScale = Callable[[int], Awaitable[None]]
 
@@ -64,7 +65,7 @@ class Autoscaler:
         totals: Totals,
         now: float,
         stamp: datetime,
-    ) -> tuple[int, report.Note | None]:
+    ) -> tuple[int, EventNote | None]:
         """The replica count for this pass, and an Event when it changed."""
         config = spec.autoscaling
         if not config.enabled:
@@ -102,4 +103,4 @@ class Autoscaler:
             reason=f"{decision.reason.value}: {decision.message}"[:1024],
         )
         message = f"{current} → {decision.replicas}: {decision.message}"
-        return decision.replicas, report.Note("Normal", "Scaled", message)
+        return decision.replicas, EventNote("Normal", "Scaled", message)

@@ -17,15 +17,19 @@ from typing import Any
 
 from modelops.api.deployment import ModelDeploymentSpec
 from modelops.api.training import EnsembleMethod
+from modelops.k8s.controller import pods
+from modelops.k8s.controller.pods import STORE_MOUNT as STORE_MOUNT
+from modelops.k8s.controller.pods import STORE_SECRET as STORE_SECRET
+from modelops.k8s.controller.pods import TERMINATION_LOG as TERMINATION_LOG
 from modelops.k8s.modeldeployment import names
 from modelops.k8s.security import container_security, pod_security
 
 Manifest = dict[str, Any]
 
 HTTP_PORT = 8080
+# The Open Inference Protocol over gRPC; the Service exposes it on the same number.
+GRPC_PORT = 8081
 SERVICE_PORT = 80
-STORE_MOUNT = "/var/lib/modelops"
-STORE_SECRET = "modelops-store-credentials"
 ADMIN_TOKEN_SECRET = "modelops-admin-token"
 GPU = "nvidia.com/gpu"
 ENSEMBLE_LABEL = "ensemble"
@@ -67,12 +71,8 @@ class ServingContext:
         return names.labels(self.name, self.model, role)
 
     def metadata(self, name: str, role: str = names.ROLE_SERVER) -> Manifest:
-        return {
-            "name": name,
-            "namespace": self.namespace,
-            "labels": self.labels(role),
-            "ownerReferences": [names.owner_reference(self.name, self.uid)],
-        }
+        owner = names.owner_reference(self.name, self.uid)
+        return pods.metadata(name, self.namespace, self.labels(role), owner)
 
     @property
     def version_label(self) -> str:
@@ -110,6 +110,8 @@ def server_args(ctx: ServingContext) -> list[str]:
         "0.0.0.0",
         "--port",
         str(HTTP_PORT),
+        "--grpc-port",
+        str(GRPC_PORT),
         "--max-batch-size",
         str(batching.max_batch_size),
         "--max-wait-ms",
@@ -143,13 +145,7 @@ def _volumes(
 ) -> tuple[list[Manifest], list[Manifest]]:
     """A writable /tmp under the read-only root, and the store: read-only for servers,
     writable for batch prediction, which writes its output there."""
-    volumes: list[Manifest] = [{"name": "tmp", "emptyDir": {}}]
-    mounts: list[Manifest] = [{"name": "tmp", "mountPath": "/tmp"}]
-    if ctx.settings.store_volume_claim:
-        claim = {"claimName": ctx.settings.store_volume_claim, "readOnly": not writable}
-        volumes.append({"name": "store", "persistentVolumeClaim": claim})
-        mounts.append({"name": "store", "mountPath": STORE_MOUNT, "readOnly": not writable})
-    return volumes, mounts
+    return pods.tmp_and_store(ctx.settings.store_volume_claim, writable=writable)
 
 
 def _env() -> list[Manifest]:
@@ -170,8 +166,7 @@ def _env() -> list[Manifest]:
 
 
 def _env_from() -> list[Manifest]:
-    # s3:// stores read credentials and the endpoint (AWS_*) from this Secret when present.
-    return [{"secretRef": {"name": STORE_SECRET, "optional": True}}]
+    return pods.env_from()
 
 
 def _probe(path: str, period: int, failures: int) -> Manifest:
@@ -194,14 +189,9 @@ def _scheduling(ctx: ServingContext) -> Manifest:
                 "whenUnsatisfiable": "ScheduleAnyway",
                 "labelSelector": {"matchLabels": names.server_selector(ctx.name)},
             }
-        ]
+        ],
+        **pods.scheduling(res),
     }
-    if res.node_selector:
-        out["nodeSelector"] = dict(res.node_selector)
-    if res.tolerations:
-        out["tolerations"] = [t.to_dict() for t in res.tolerations]
-    if res.priority_class_name:
-        out["priorityClassName"] = res.priority_class_name
     return out
 
 
@@ -214,7 +204,10 @@ def server_container(ctx: ServingContext) -> Manifest:
         "command": server_args(ctx),
         "env": _env(),
         "envFrom": _env_from(),
-        "ports": [{"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
+        ],
         "resources": _resources(ctx.spec),
         "securityContext": container_security(),
         # Loading a large model can take minutes; liveness starts only after this passes.
@@ -292,7 +285,16 @@ def service(ctx: ServingContext) -> Manifest:
                     "targetPort": "http",
                     "protocol": "TCP",
                     "appProtocol": "http",
-                }
+                },
+                {
+                    # Named grpc and marked h2c (cleartext HTTP/2) so meshes and gateways
+                    # route it as gRPC rather than HTTP/1.1.
+                    "name": "grpc",
+                    "port": GRPC_PORT,
+                    "targetPort": "grpc",
+                    "protocol": "TCP",
+                    "appProtocol": "kubernetes.io/h2c",
+                },
             ],
         },
     }
@@ -336,6 +338,8 @@ def batch_args(ctx: ServingContext, version_label: str) -> list[str]:
         batch.format.value,
         "--batch-size",
         str(batch.batch_size),
+        "--termination-log",
+        TERMINATION_LOG,
     ]
 
 
@@ -345,44 +349,33 @@ def batch_job(ctx: ServingContext) -> Manifest:
     if batch is None or ctx.version is None:
         raise ValueError(f"{ctx.name}: batch prediction needs spec.batchPrediction and a version")
     volumes, mounts = _volumes(ctx, writable=True)
+    name = names.batch_job(ctx.name, ctx.version, batch.input_uri, batch.output_uri)
     container = {
         "name": "predict",
         "image": ctx.image,
         "imagePullPolicy": "IfNotPresent",
-        "command": batch_args(ctx, str(ctx.version)),
+        # The Job's retries share its name: each clears what a killed attempt left.
+        "command": [*batch_args(ctx, str(ctx.version)), "--run-id", name],
         "env": [e for e in _env() if e["name"] != "MODELOPS_ADMIN_TOKEN"],
         "envFrom": _env_from(),
         "resources": _resources(ctx.spec),
         "securityContext": container_security(),
         "volumeMounts": mounts,
+        # The final counts, which the operator copies into status.batchPrediction.
+        "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "FallbackToLogsOnError",
     }
-    name = names.batch_job(ctx.name, ctx.version, batch.input_uri, batch.output_uri)
     labels = ctx.labels(names.ROLE_BATCH)
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": {
-            **ctx.metadata(name, names.ROLE_BATCH),
-            "annotations": {names.ANNOTATION_VERSION: str(ctx.version)},
-        },
+        "metadata": ctx.metadata(name, names.ROLE_BATCH)
+        | {"annotations": {names.ANNOTATION_VERSION: str(ctx.version)}},
         "spec": {
             "backoffLimit": 2,
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "securityContext": pod_security(),
-                    **{
-                        k: v
-                        for k, v in _scheduling(ctx).items()
-                        if k != "topologySpreadConstraints"
-                    },
-                    "containers": [container],
-                    "volumes": volumes,
-                },
+                "spec": pods.job_pod([container], volumes, pods.scheduling(ctx.spec.resources)),
             },
         },
     }

@@ -14,6 +14,7 @@ import time
 from typing import Any
 
 from modelops.api.base import GROUP, VERSION
+from modelops.k8s.controller.status import StatusConflict
 from modelops.k8s.kube import ApiError, Kube, custom_path, namespaced_path
 from modelops.k8s.modeldeployment import names
 
@@ -98,13 +99,24 @@ def trained_versions(kube: Kube, namespace: str, model: str) -> set[int]:
     return found
 
 
-def write_scale(kube: Kube, namespace: str, name: str, replicas: int) -> None:
-    """Through the scale subresource, as kubectl scale, an HPA or KEDA would."""
-    kube.merge_patch(names.scale_path(namespace, name), {"spec": {"replicas": replicas}})
+def write_scale(
+    kube: Kube, namespace: str, name: str, replicas: int, resource_version: str | None
+) -> str:
+    """Through the scale subresource, as kubectl scale, an HPA or KEDA would.
 
-
-def patch_status(kube: Kube, namespace: str, name: str, patch: Manifest) -> None:
-    kube.merge_patch(f"{md_path(namespace, name)}/status", {"status": patch})
+    Conditioned on the resourceVersion the decision was made from (`StatusConflict` when
+    the object changed since); returns the object's new resourceVersion.
+    """
+    body: Manifest = {"spec": {"replicas": replicas}}
+    if resource_version is not None:
+        body["metadata"] = {"resourceVersion": resource_version}
+    try:
+        scaled = kube.merge_patch(names.scale_path(namespace, name), body)
+    except ApiError as error:
+        if error.conflict:
+            raise StatusConflict(str(error)) from error
+        raise
+    return str((scaled.get("metadata") or {}).get("resourceVersion") or resource_version)
 
 
 def get_or_none(kube: Kube, path: str) -> Manifest | None:

@@ -39,7 +39,10 @@ from modelops.api.deployment import (
     ModelDeploymentStatus,
     RolloutStrategy,
 )
-from modelops.k8s.kube import ApiError, Kube
+from modelops.api.tenancy import TenancyPolicy
+from modelops.k8s.controller.status import StatusConflict, StatusWriter
+from modelops.k8s.kube import ApiError, Kube, namespaced_path
+from modelops.k8s.metrics import METRICS
 from modelops.k8s.modeldeployment import builders, children, names
 from modelops.k8s.modeldeployment import status as report
 from modelops.k8s.modeldeployment.autoscaler import Autoscaler
@@ -52,6 +55,7 @@ from modelops.k8s.modeldeployment.metrics_source import (
 )
 from modelops.k8s.modeldeployment.routing import Split, apply_split
 from modelops.k8s.modeldeployment.samples import Snapshot, Totals
+from modelops.lifecycle.events import EventNote
 from modelops.lifecycle.rollout import (
     Action,
     GateInput,
@@ -61,14 +65,12 @@ from modelops.lifecycle.rollout import (
     plan_rollout,
     resolve_version,
 )
-from modelops.lifecycle.status import status_changed
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 SUMMARY_WINDOW = 60.0
 PROGRESS_FILE = "_progress.json"  # written by `modelops_runtime predict-batch`
-Post = Callable[[report.Note], None]
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,12 @@ class Shared:
     settings: builders.ServingSettings
     executor: ThreadPoolExecutor
     session: aiohttp.ClientSession
+    # What tenants may name (Prometheus URLs among them), from the operator's config.
+    policy: TenancyPolicy = field(default_factory=TenancyPolicy)
+    status: StatusWriter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.status = StatusWriter(self.kube, METRICS, names.KIND)
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
         loop = asyncio.get_running_loop()
@@ -100,7 +108,7 @@ class PassResult:
     """What one pass found, for the status and the next wait."""
 
     interval: float
-    notes: list[report.Note] = field(default_factory=list)
+    notes: list[EventNote] = field(default_factory=list)
 
 
 def _local_versions(store_uri: str, model: str) -> set[int] | None:
@@ -119,6 +127,21 @@ def _local_versions(store_uri: str, model: str) -> set[int] | None:
     }
 
 
+def batch_report(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """The counts a batch prediction pod left as its termination message; {} when none."""
+    for container in (pod.get("status") or {}).get("containerStatuses") or ():
+        terminated = (container.get("state") or {}).get("terminated") or {}
+        try:
+            loaded = json.loads(terminated.get("message") or "")
+        except ValueError:
+            continue
+        if isinstance(loaded, dict) and all(
+            isinstance(loaded.get(key), int) for key in ("shards_done", "shards_total")
+        ):
+            return loaded
+    return {}
+
+
 def _local_progress(output_uri: str) -> dict[str, Any]:
     """The batch job's `_progress.json` when the output is a file:// folder visible here."""
     if not output_uri.startswith("file://"):
@@ -135,27 +158,40 @@ def _local_progress(output_uri: str) -> dict[str, Any]:
 class ServingLoop:
     """One ModelDeployment's loop state and its passes."""
 
-    def __init__(
-        self, shared: Shared, namespace: str, name: str, uid: str, views: Views, post: Post
-    ) -> None:
+    def __init__(self, shared: Shared, namespace: str, name: str, uid: str, views: Views) -> None:
         self.shared = shared
         self.namespace = namespace
         self.name = name
         self.uid = uid
         self.views = views
-        self.post = post
         self.totals = Totals(keep_seconds=SUMMARY_WINDOW * 2)
         self.autoscaler = Autoscaler(self._write_scale)
         self.applier = children.Applier(shared.kube)
         self.baselines: dict[tuple[int, int], Snapshot] = {}
         self.clock: Callable[[], float] = time.time
-        self._written: tuple[dict[str, Any], dict[str, Any]] | None = None
+        # The resourceVersion this pass's decisions rest on: the object as read, then as
+        # our own scale write left it (a write of ours does not make the pass stale).
+        self._version: str | None = None
+        self._pass_body: Mapping[str, Any] = {}
 
     # -- one pass -------------------------------------------------------------------------
 
-    async def run_once(self, body: Mapping[str, Any]) -> PassResult:
+    async def run_once(self, seen: Mapping[str, Any]) -> PassResult | None:
+        """One pass from `seen` (the watched object), or from a fresh read when the watch
+        has not caught up with our own last status write; None when the object is gone.
+
+        The status is written conditionally on the resourceVersion it was computed from:
+        `StatusConflict` when the object changed meanwhile (the loop computes again), so
+        a stale read never overwrites what a newer pass recorded (rollbacks among it).
+        """
+        path = children.md_path(self.namespace, self.name)
+        body = await self.shared.call(self.shared.status.read, path, dict(seen))
+        if body is None:
+            return None
+        self._pass_body = body
+        self._version = str(body["metadata"]["resourceVersion"])
         spec = ModelDeploymentSpec.model_validate(body.get("spec") or {})
-        old = ModelDeploymentStatus.model_validate(self._fresh_status(body))
+        old = ModelDeploymentStatus.model_validate(body.get("status") or {})
         meta: Mapping[str, Any] = body.get("metadata") or {}
         status = old.model_copy(deep=True)
         now = self.clock()
@@ -201,9 +237,10 @@ class ServingLoop:
             degraded=degraded,
         )
         status.observed_generation = meta.get("generation")
-        await self._write_status(old, status)
-        for note in result.notes:
-            self.post(note)
+        body = {**body, "metadata": {**body["metadata"], "resourceVersion": self._version}}
+        await self.shared.call(
+            self.shared.status.write, path, body, old.to_dict(), status.to_dict()
+        )
         return result
 
     # -- stages ---------------------------------------------------------------------------
@@ -241,10 +278,16 @@ class ServingLoop:
             endpoints = []
         readings = {}
         try:
-            if source.prometheus_url:
-                selector = source.prometheus_selector or f'namespace="{self.namespace}"'
+            refused = self.shared.policy.prometheus_problems("prometheusUrl", source.prometheus_url)
+            if refused:  # admitted before the policy: the operator calls only allowed URLs
+                log.warning("%s/%s: %s", self.namespace, self.name, refused[0])
+            elif source.prometheus_url:
                 readings = await query_prometheus(
-                    self.shared.session, source.prometheus_url, spec.model.name, selector
+                    self.shared.session,
+                    source.prometheus_url,
+                    spec.model.name,
+                    source.prometheus_selector or "",
+                    self.namespace,
                 )
             else:
                 readings = await scrape(self.shared.session, endpoints, spec.model.name)
@@ -309,9 +352,18 @@ class ServingLoop:
         return plan
 
     async def _write_scale(self, replicas: int) -> None:
-        await self.shared.call(
-            children.write_scale, self.shared.kube, self.namespace, self.name, replicas
-        )
+        try:
+            self._version = await self.shared.call(
+                children.write_scale,
+                self.shared.kube,
+                self.namespace,
+                self.name,
+                replicas,
+                self._version,
+            )
+        except StatusConflict:
+            self.shared.status.outdated(self._pass_body)  # the next pass reads afresh
+            raise
 
     def _context(
         self, spec: ModelDeploymentSpec, status: ModelDeploymentStatus, replicas: int
@@ -399,6 +451,8 @@ class ServingLoop:
         progress = _local_progress(batch.output_uri)
         if progress.get("version") != status.active_version:
             progress = {}  # an earlier run's file
+        if not progress and _job_phase(job) == "Succeeded":
+            progress = await self._reported_progress(job_name, status)
         status.batch_prediction = BatchPredictionStatus(
             phase=_job_phase(job),
             version=status.active_version,
@@ -408,6 +462,33 @@ class ServingLoop:
             + int(progress.get("shards_skipped", 0)),
             shards_total=int(progress.get("shards_total", 0)),
         )
+
+    async def _reported_progress(
+        self, job_name: str, status: ModelDeploymentStatus
+    ) -> dict[str, Any]:
+        """A finished batch Job's counts, from its pod's termination message (read once)."""
+        previous = status.batch_prediction
+        if previous is not None and previous.job_name == job_name and previous.shards_total:
+            return {
+                "shards_done": previous.shards_done,
+                "shards_total": previous.shards_total,
+            }
+        try:
+            pods = await self.shared.call(
+                self.shared.kube.list,
+                namespaced_path("Pod", self.namespace),
+                f"job-name={job_name}",
+            )
+        except ApiError as error:
+            log.warning("%s/%s: batch job pods: %s", self.namespace, self.name, error)
+            return {}
+        for pod in pods:
+            if (pod.get("status") or {}).get("phase") != "Succeeded":
+                continue
+            progress = batch_report(pod)
+            if progress.get("version") == status.active_version:
+                return progress
+        return {}
 
     def _observe_deployment(self, status: ModelDeploymentStatus) -> None:
         deployment = self.views.deployment()
@@ -447,25 +528,6 @@ class ServingLoop:
         if status.promotions and status.promotions[-1].time >= last.time:
             return None
         return ("RolledBack", f"version {last.version} was rolled back: {last.reason}"[:1024])
-
-    async def _write_status(self, old: ModelDeploymentStatus, new: ModelDeploymentStatus) -> None:
-        before, after = old.to_dict(), new.to_dict()
-        if not status_changed(before, after):
-            return
-        patch = report.merge_patch(before, after)
-        await self.shared.call(
-            children.patch_status, self.shared.kube, self.namespace, self.name, patch
-        )
-        self._written = (before, after)
-
-    def _fresh_status(self, body: Mapping[str, Any]) -> dict[str, Any]:
-        """The body's status, unless it is the one our last write replaced (a lagging watch)."""
-        current: dict[str, Any] = dict(body.get("status") or {})
-        if self._written is not None:
-            before, after = self._written
-            if ModelDeploymentStatus.model_validate(current).to_dict() == before:
-                return after
-        return current
 
 
 def _job_phase(job: Mapping[str, Any]) -> Any:

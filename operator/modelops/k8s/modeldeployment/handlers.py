@@ -7,10 +7,8 @@ memory, updated by watches, so a pass costs API calls only for what it writes.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from collections.abc import Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -18,16 +16,16 @@ import kopf
 
 from modelops.api.base import GROUP, VERSION
 from modelops.k8s.config import OperatorConfig
+from modelops.k8s.controller.loop import LoopSettings, ObjectLoops
+from modelops.k8s.controller.status import Outcome
+from modelops.k8s.controller.wiring import Daemon, register, serve
+from modelops.k8s.metrics import METRICS
 from modelops.k8s.modeldeployment import names
 from modelops.k8s.modeldeployment.builders import ServingSettings
 from modelops.k8s.modeldeployment.controller import ServingLoop, Shared, Views
-from modelops.k8s.modeldeployment.status import Note
+from modelops.lifecycle.promotion import promoted_by_training, promoted_by_update
 
 Key = tuple[str, str]  # (namespace, ModelDeployment label value)
-# TrainingJobs an IncrementalUpdate runs carry this label: their gate, not their success,
-# promotes them (see incrementalupdate/reconcile.py).
-UPDATE_RUN_LABEL = f"{names.DOMAIN}/update"
-ERROR_PAUSE_SECONDS = 5.0
 
 
 def _ours(role: str) -> dict[str, Any]:
@@ -38,22 +36,18 @@ def _ours(role: str) -> dict[str, Any]:
     }
 
 
+def asked(meta: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What the user asks of a ModelDeployment: its spec, and the promote annotation."""
+    annotations = meta.get("annotations") or {}
+    return (meta.get("generation"), tuple(sorted(annotations.items())))
+
+
 class Serving:
-    """The loops' shared parts, and a wake-up per loop."""
+    """The loops' shared parts, on the kit's per-object loops."""
 
-    def __init__(self, shared: Shared) -> None:
+    def __init__(self, shared: Shared, loops: ObjectLoops) -> None:
         self.shared = shared
-        self.wakers: dict[Key, asyncio.Event] = {}
-        self.seen: dict[Key, tuple[Any, ...]] = {}
-
-    def wake_on_change(self, key: Key, generation: Any, annotations: Mapping[str, str]) -> None:
-        """Wake a loop when its spec or annotations changed (not for its own status writes)."""
-        fingerprint = (generation, tuple(sorted(annotations.items())))
-        if self.seen.get(key) != fingerprint:
-            self.seen[key] = fingerprint
-            event = self.wakers.get(key)
-            if event is not None:
-                event.set()
+        self.loops = loops
 
 
 @kopf.on.startup()
@@ -62,13 +56,19 @@ async def start_modeldeployments(memo: Any, **_: Any) -> None:
     settings = ServingSettings(
         image=config.workload_image, store_volume_claim=config.store_volume_claim
     )
+    loops = ObjectLoops(
+        LoopSettings(resource=names.PLURAL, workers=8, resync_seconds=memo.options.resync_seconds),
+        METRICS,
+    )
     shared = Shared(
         kube=memo.kube,
         settings=settings,
-        executor=ThreadPoolExecutor(max_workers=8, thread_name_prefix="modeldeployment"),
+        # The passes' API calls (`Shared.call`) run on the loops' pool.
+        executor=loops.executor,
         session=aiohttp.ClientSession(),
+        policy=config.policy(),
     )
-    memo.serving = Serving(shared)
+    memo.serving = Serving(shared, loops)
 
 
 @kopf.on.cleanup()
@@ -76,7 +76,6 @@ async def stop_modeldeployments(memo: Any, **_: Any) -> None:
     serving: Serving | None = memo.get("serving")
     if serving is not None:
         await serving.shared.session.close()
-        serving.shared.executor.shutdown(wait=False, cancel_futures=True)
 
 
 @kopf.index("pods", labels=_ours(names.ROLE_SERVER))
@@ -128,13 +127,11 @@ def trained_model_versions(
 
     An update run's version is not: its IncrementalUpdate promotes it, or not.
     """
-    if UPDATE_RUN_LABEL in labels:
+    promoted = promoted_by_training(labels, spec, status)
+    if promoted is None:
         return None
-    produced = status.get("modelVersion") or {}
-    model = (spec.get("output") or {}).get("modelName")
-    if status.get("phase") != "Succeeded" or not model or not produced.get("version"):
-        return None
-    return {(namespace or "", str(model)): int(produced["version"])}
+    model, version = promoted
+    return {(namespace or "", model): version}
 
 
 @kopf.index(GROUP, VERSION, "incrementalupdates")
@@ -142,23 +139,11 @@ def updated_model_versions(
     namespace: str | None, status: kopf.Status, **_: Any
 ) -> dict[Key, list[int]] | None:
     """(namespace, model) → versions an IncrementalUpdate's evaluation gate promoted."""
-    model = status.get("modelName")
-    versions = {int(v) for v in status.get("promotedVersions") or ()}
-    if status.get("promotedVersion"):
-        versions.add(int(status["promotedVersion"]))
-    if not model or not versions:
+    promoted = promoted_by_update(status)
+    if promoted is None:
         return None
-    return {(namespace or "", str(model)): sorted(versions)}
-
-
-@kopf.on.event(GROUP, VERSION, names.PLURAL)
-def modeldeployment_event(
-    name: str, namespace: str | None, meta: kopf.Meta, memo: Any, **_: Any
-) -> None:
-    serving: Serving | None = memo.get("serving")
-    if serving is not None and namespace is not None:
-        key = (namespace, names.label_value(name))
-        serving.wake_on_change(key, meta.get("generation"), dict(meta.get("annotations") or {}))
+    model, versions = promoted
+    return {(namespace or "", model): sorted(versions)}
 
 
 def _first(store: Any) -> Mapping[str, Any] | None:
@@ -168,20 +153,10 @@ def _first(store: Any) -> Mapping[str, Any] | None:
     return None
 
 
-@kopf.daemon(GROUP, VERSION, names.PLURAL, cancellation_timeout=10.0)
-async def modeldeployment_loop(
-    name: str,
-    namespace: str | None,
-    uid: str,
-    body: kopf.Body,
-    memo: Any,
-    stopped: kopf.DaemonStopped,
-    logger: kopf.Logger,
-    **kwargs: Any,
-) -> None:
-    serving: Serving = memo.serving
-    assert namespace is not None, "ModelDeployments are namespaced"
-    key = (namespace, names.label_value(name))
+async def _run(daemon: Daemon) -> None:
+    serving: Serving = daemon.memo.serving
+    namespace, name, uid, key = daemon.namespace, daemon.name, daemon.uid, daemon.key
+    kwargs, body = daemon.indexes, daemon.body
     pods: kopf.Index[Key, dict[str, Any]] = kwargs["modeldeployment_pods"]
     deployments: kopf.Index[Key, dict[str, Any]] = kwargs["modeldeployment_deployments"]
     jobs: kopf.Index[Key, dict[str, Any]] = kwargs["modeldeployment_jobs"]
@@ -201,22 +176,25 @@ async def modeldeployment_loop(
         ),
     )
 
-    def post(note: Note) -> None:
-        kopf.event(body, type=note.type, reason=note.reason, message=note.message[:1024])
+    loop = ServingLoop(serving.shared, namespace, name, uid, views)
 
-    loop = ServingLoop(serving.shared, namespace, name, uid, views, post)
-    waker = serving.wakers.setdefault(key, asyncio.Event())
-    try:
-        while not stopped:
-            interval = ERROR_PAUSE_SECONDS
-            try:
-                interval = (await loop.run_once(body)).interval
-            except Exception:  # the loop never dies; the next pass starts from what it sees
-                logger.exception("serving loop pass failed")
-            waker.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(waker.wait(), timeout=interval)
-    finally:
-        if serving.wakers.get(key) is waker:
-            del serving.wakers[key]
-            serving.seen.pop(key, None)
+    async def one_pass() -> Outcome:
+        result = await loop.run_once(body)
+        if result is None:
+            return Outcome()
+        return Outcome(
+            events=tuple(result.notes),
+            requeue_after=result.interval,
+            generation=asked(body.get("metadata") or {}),
+        )
+
+    await serve(daemon, serving.loops, one_pass, partial(serving.shared.status.forget, uid))
+
+
+def _loops(memo: Any) -> ObjectLoops | None:
+    serving: Serving | None = memo.get("serving")
+    return serving.loops if serving is not None else None
+
+
+# A new promote annotation wakes the loop as a spec change does.
+register(names.PLURAL, "modeldeployment", _loops, _run, asked=asked)

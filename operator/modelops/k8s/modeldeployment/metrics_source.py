@@ -133,24 +133,29 @@ async def scrape(
     return {name: reading for name, reading in results if reading is not None}
 
 
-def promql(model: str, selector: str) -> tuple[str, str]:
-    """(the servers' series, their CPU) as instant queries."""
+def promql(model: str, selector: str, namespace: str) -> tuple[str, str]:
+    """(the servers' series, their CPU) as instant queries, in `namespace` only.
+
+    The namespace matcher is always added: Prometheus ANDs every matcher, so a tenant's
+    `namespace="victim"` (or `namespace=~".*"`) selects nothing outside its own namespace.
+    """
+    own = f'namespace="{namespace}"'
     extra = f",{selector}" if selector else ""
     names = "|".join(sorted(n for n in WANTED if n.startswith("modelops_")))
-    series = f'{{__name__=~"{names}",model="{model}"{extra}}}'
+    series = f'{{__name__=~"{names}",model="{model}",{own}{extra}}}'
     cpu = (
-        f"process_cpu_seconds_total{{{selector}}} and on(instance) "
-        f'modelops_inflight_requests{{model="{model}"{extra}}}'
+        f"process_cpu_seconds_total{{{own}{extra}}} and on(instance) "
+        f'modelops_inflight_requests{{model="{model}",{own}{extra}}}'
     )
     return series, cpu
 
 
 async def query_prometheus(
-    session: aiohttp.ClientSession, url: str, model: str, selector: str
+    session: aiohttp.ClientSession, url: str, model: str, selector: str, namespace: str
 ) -> dict[str, Reading]:
-    """Instant values of the servers' series, one Reading per `instance`."""
+    """Instant values of the servers' series in `namespace`, one Reading per `instance`."""
     by_instance: dict[str, list[tuple[str, dict[str, str], float]]] = {}
-    for query in promql(model, selector):
+    for query in promql(model, selector, namespace):
         for item in await _instant(session, url, query):
             labels: dict[str, str] = dict(item["metric"])
             name = labels.pop("__name__", "process_cpu_seconds_total")

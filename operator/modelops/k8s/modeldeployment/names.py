@@ -8,23 +8,25 @@ operator finds what it created.
 
 from __future__ import annotations
 
-import hashlib
-import re
+from modelops.api.base import GROUP, VERSION
+from modelops.k8s.controller import naming
 
-from modelops.api.base import API_VERSION, GROUP, VERSION
+# The labels every resource's children carry, re-exported beside this resource's own.
+from modelops.k8s.controller.naming import DOMAIN as DOMAIN
+from modelops.k8s.controller.naming import LABEL_COMPONENT as LABEL_COMPONENT
+from modelops.k8s.controller.naming import LABEL_INSTANCE as LABEL_INSTANCE
+from modelops.k8s.controller.naming import LABEL_MANAGED_BY as LABEL_MANAGED_BY
+from modelops.k8s.controller.naming import LABEL_MODEL as LABEL_MODEL
+from modelops.k8s.controller.naming import LABEL_NAME as LABEL_NAME
+from modelops.k8s.controller.naming import LABEL_ROLE as LABEL_ROLE
+from modelops.k8s.controller.naming import MANAGED_BY as MANAGED_BY
+from modelops.k8s.controller.naming import digest
+from modelops.k8s.controller.naming import label_value as label_value
 
 KIND = "ModelDeployment"
 PLURAL = "modeldeployments"
-DOMAIN = "modelops.dev"
 
 LABEL_DEPLOYMENT = f"{DOMAIN}/modeldeployment"
-LABEL_MODEL = f"{DOMAIN}/model"
-LABEL_ROLE = f"{DOMAIN}/role"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_NAME = "app.kubernetes.io/name"
-LABEL_INSTANCE = "app.kubernetes.io/instance"
-MANAGED_BY = "modelops"
 ROLE_SERVER = "server"
 ROLE_BATCH = "batch-prediction"
 
@@ -35,31 +37,10 @@ ANNOTATION_METRICS_ENDPOINTS = f"{DOMAIN}/metrics-endpoints"
 # Promote a candidate that waits with autoPromote: false (value: its version).
 ANNOTATION_PROMOTE = f"{DOMAIN}/promote"
 
-_MAX = 63
-_NOT_LABEL = re.compile(r"[^a-z0-9-]")
-
-
-def _digest(text: str, size: int = 8) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:size]
-
 
 def child_name(md: str, suffix: str = "") -> str:
     """`<md>[-<suffix>]` as a DNS-1035 label, shortened with a digest when needed."""
-    base = _NOT_LABEL.sub("-", md)
-    if not base[:1].isalpha():
-        base = f"md-{base}"
-    name = f"{base}-{suffix}" if suffix else base
-    if base == md and len(name) <= _MAX:
-        return name
-    keep = _MAX - (len(suffix) + 1 if suffix else 0) - 9
-    short = f"{base[:keep].rstrip('-')}-{_digest(md)}"
-    return f"{short}-{suffix}" if suffix else short
-
-
-def label_value(md: str) -> str:
-    if len(md) <= _MAX:
-        return md
-    return f"{md[: _MAX - 9].rstrip('.-')}-{_digest(md)}"
+    return naming.child_name(md, suffix, "md")
 
 
 def service(md: str) -> str:
@@ -76,15 +57,12 @@ def disruption_budget(md: str) -> str:
 
 def batch_job(md: str, version: int, input_uri: str, output_uri: str) -> str:
     """One Job per (version, input, output): a new version or dataset runs a new Job."""
-    return child_name(md, f"predict-v{version}-{_digest(f'{input_uri}|{output_uri}', 6)}")
+    return child_name(md, f"predict-v{version}-{digest(f'{input_uri}|{output_uri}', 6)}")
 
 
 def labels(md: str, model: str, role: str) -> dict[str, str]:
     return {
-        LABEL_NAME: "modelops-serving",
-        LABEL_INSTANCE: label_value(md),
-        LABEL_MANAGED_BY: MANAGED_BY,
-        LABEL_COMPONENT: role,
+        **naming.common_labels("modelops-serving", md, role),
         LABEL_DEPLOYMENT: label_value(md),
         LABEL_MODEL: model,
         LABEL_ROLE: role,
@@ -101,14 +79,7 @@ def selector_string(match: dict[str, str]) -> str:
 
 
 def owner_reference(md: str, uid: str) -> dict[str, object]:
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": md,
-        "uid": uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+    return naming.owner_reference(KIND, md, uid)
 
 
 def scale_path(namespace: str, md: str) -> str:

@@ -12,25 +12,14 @@ and any window is a subtraction of two of them.
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from prometheus_client.parser import text_string_to_metric_families
+from modelops.lifecycle import servermetrics
 
-REQUESTS = "modelops_requests_total"
-DURATION_BUCKET = "modelops_request_duration_seconds_bucket"
-FEEDBACK = "modelops_feedback_rows_total"
-COMPARED = "modelops_shadow_compared_rows_total"
-AGREED = "modelops_shadow_agreed_rows_total"
-QUEUE = "modelops_queue_depth"
-IN_FLIGHT = "modelops_inflight_requests"
-ACCURACY = "modelops_rolling_accuracy"
-CPU = "process_cpu_seconds_total"
-WANTED = frozenset(
-    {REQUESTS, DURATION_BUCKET, FEEDBACK, COMPARED, AGREED, QUEUE, IN_FLIGHT, ACCURACY, CPU}
-)
+# Prometheus is asked for the series a reading uses (see metrics_source.promql).
+WANTED = servermetrics.WANTED - {servermetrics.AGREEMENT}
 
 
 @dataclass(frozen=True)
@@ -94,21 +83,7 @@ def _merge(
 
 
 def histogram_quantile(buckets: Iterable[tuple[float, float]], q: float) -> float | None:
-    ordered = sorted(buckets)
-    if not ordered or ordered[-1][1] <= 0:
-        return None
-    total = ordered[-1][1]
-    rank = q * total
-    lower_bound, lower_count = 0.0, 0.0
-    for le, count in ordered:
-        if count >= rank:
-            if math.isinf(le):
-                return lower_bound  # beyond the last finite bucket: its bound is all we know
-            width = count - lower_count
-            inside = (rank - lower_count) / width if width > 0 else 1.0
-            return lower_bound + (le - lower_bound) * inside
-        lower_bound, lower_count = le, count
-    return lower_bound
+    return servermetrics.quantile(q, dict(buckets))
 
 
 @dataclass(frozen=True)
@@ -122,82 +97,30 @@ class Reading:
     accuracy: dict[str, float] = field(default_factory=dict)
 
 
-@dataclass
-class _Builder:
-    requests: dict[str, float] = field(default_factory=dict)
-    errors: dict[str, float] = field(default_factory=dict)
-    buckets: dict[str, dict[float, float]] = field(default_factory=dict)
-    feedback: dict[str, float] = field(default_factory=dict)
-    compared: dict[str, float] = field(default_factory=dict)
-    agreed: dict[str, float] = field(default_factory=dict)
-
-    def add(self, name: str, labels: Mapping[str, str], value: float) -> None:
-        version = labels.get("version", "")
-        if name == REQUESTS:
-            self.requests[version] = self.requests.get(version, 0.0) + value
-            if labels.get("code", "").startswith("5"):
-                self.errors[version] = self.errors.get(version, 0.0) + value
-        elif name == DURATION_BUCKET:
-            le = float(labels.get("le", "+Inf"))
-            per = self.buckets.setdefault(version, {})
-            per[le] = per.get(le, 0.0) + value
-        elif name == FEEDBACK:
-            self.feedback[version] = self.feedback.get(version, 0.0) + value
-        elif name == COMPARED:
-            self.compared[version] = self.compared.get(version, 0.0) + value
-        elif name == AGREED:
-            self.agreed[version] = self.agreed.get(version, 0.0) + value
-
-    def versions(self) -> dict[str, Counters]:
-        labels = set(self.requests) | set(self.buckets) | set(self.feedback) | set(self.compared)
-        return {
-            v: Counters(
-                requests=self.requests.get(v, 0.0),
-                errors=self.errors.get(v, 0.0),
-                buckets=tuple(sorted(self.buckets.get(v, {}).items())),
-                feedback_rows=self.feedback.get(v, 0.0),
-                compared=self.compared.get(v, 0.0),
-                agreed=self.agreed.get(v, 0.0),
-            )
-            for v in labels
-            if v
-        }
-
-
 def reading_from_samples(
     samples: Iterable[tuple[str, Mapping[str, str], float]], model: str
 ) -> Reading:
     """A Reading from (sample name, labels, value) triples of one endpoint."""
-    builder = _Builder()
-    queue = in_flight = 0.0
-    cpu: float | None = None
-    accuracy: dict[str, float] = {}
-    for name, labels, value in samples:
-        if name == CPU:
-            cpu = value
-            continue
-        if labels.get("model", model) != model or math.isnan(value):
-            continue
-        if name == QUEUE:
-            queue += value
-        elif name == IN_FLIGHT:
-            in_flight += value
-        elif name == ACCURACY:
-            accuracy[labels.get("version", "")] = value
-        else:
-            builder.add(name, labels, value)
-    return Reading(builder.versions(), queue, in_flight, cpu, accuracy)
+    folded = servermetrics.fold(samples, 0.0, model)
+    versions = {
+        version: Counters(
+            requests=c.requests,
+            errors=c.errors,
+            buckets=tuple(sorted(c.buckets.items())),
+            feedback_rows=c.feedback_rows,
+            compared=c.shadow_compared,
+            agreed=c.shadow_agreed,
+        )
+        for version, c in folded.versions.items()
+        if version
+    }
+    cpu = folded.cpu_seconds if folded.cpu_seen else None
+    return Reading(versions, folded.queued, folded.in_flight, cpu, dict(folded.accuracy))
 
 
 def parse_exposition(text: str, model: str) -> Reading:
     """A Reading from a server's /metrics text."""
-    triples = (
-        (sample.name, sample.labels, sample.value)
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-        if sample.name in WANTED
-    )
-    return reading_from_samples(triples, model)
+    return reading_from_samples(servermetrics.exposition_samples(text), model)
 
 
 @dataclass(frozen=True)

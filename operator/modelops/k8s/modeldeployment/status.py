@@ -7,7 +7,6 @@ the live metrics summary is replaced only when a number moved by more than noise
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -26,6 +25,7 @@ from modelops.api.deployment import (
 from modelops.k8s.modeldeployment.samples import Reading, Snapshot
 from modelops.lifecycle.autoscale import Decision
 from modelops.lifecycle.conditions import get_condition, set_condition
+from modelops.lifecycle.events import EventNote
 from modelops.lifecycle.rollout import Action, Plan, RolloutState, Verdict
 
 AVAILABLE = "Available"
@@ -39,15 +39,6 @@ RPS_FLOOR = 0.5
 P95_FLOOR_MS = 2.0
 ERROR_RATE_STEP = 0.005
 ACCURACY_STEP = 0.01
-
-
-@dataclass(frozen=True)
-class Note:
-    """A Kubernetes Event to post on the ModelDeployment."""
-
-    type: str
-    reason: str
-    message: str
 
 
 def rollout_state(status: ModelDeploymentStatus) -> RolloutState:
@@ -86,7 +77,7 @@ def _clip(value: float | None) -> float | None:
 
 def record_plan(
     status: ModelDeploymentStatus, plan: Plan, strategy: RolloutStrategy, now: datetime
-) -> list[Note]:
+) -> list[EventNote]:
     """Write the plan into `status` (a copy the caller owns); the Events it deserves."""
     before = rollout_state(status)
     after = plan.state
@@ -102,25 +93,25 @@ def record_plan(
         status.gate = gate_report(plan.verdict)
     elif plan.action == Action.START:
         status.gate = None
-    notes: list[Note] = []
+    notes: list[EventNote] = []
     if plan.action == Action.PROMOTE and after.stable is not None:
         status.promotions = [
             *status.promotions,
             Promotion(version=after.stable, time=now, reason=plan.message[:1024]),
         ][-HISTORY_LIMIT:]
-        notes.append(Note("Normal", "Promoted", plan.message))
+        notes.append(EventNote("Normal", "Promoted", plan.message))
     elif plan.action == Action.ROLLBACK and before.candidate is not None:
         status.rollbacks = [
             *status.rollbacks,
             Rollback(version=before.candidate, time=now, reason=plan.message[:4096]),
         ][-HISTORY_LIMIT:]
-        notes.append(Note("Warning", "RolledBack", plan.message))
+        notes.append(EventNote("Warning", "RolledBack", plan.message))
     elif plan.action == Action.START:
-        notes.append(Note("Normal", "RolloutStarted", plan.message))
+        notes.append(EventNote("Normal", "RolloutStarted", plan.message))
     elif plan.action == Action.ADVANCE:
-        notes.append(Note("Normal", "CanaryStep", plan.message))
+        notes.append(EventNote("Normal", "CanaryStep", plan.message))
     elif plan.action == Action.ABORT:
-        notes.append(Note("Normal", "RolloutAborted", plan.message))
+        notes.append(EventNote("Normal", "RolloutAborted", plan.message))
     if strategy == RolloutStrategy.SHADOW and (after.candidate or before.candidate):
         version = after.candidate or before.candidate
         status.shadow = shadow_report(status.shadow, version, plan)

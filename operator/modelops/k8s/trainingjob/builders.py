@@ -3,12 +3,15 @@
 One attempt is one Ray cluster: a head pod (Ray head plus the driver that starts the
 training once the gang of workers has joined) and the worker pods (Ray workers), behind
 a headless head Service. Per job there is a ServiceAccount whose Role lets the driver
-patch its own pod (the progress annotation) and nothing else; per attempt there is an
-immutable ConfigMap with the spec the attempt runs.
+patch its own pod (the progress annotation) and nothing else, a Secret with the Ray
+token every node of the job presents (Ray token authentication: GCS, client and
+dashboard refuse anyone without it), and a NetworkPolicy that admits only the job's own
+pods; per attempt there is an immutable ConfigMap with the spec the attempt runs.
 """
 
 from __future__ import annotations
 
+import base64
 import math
 import re
 from dataclasses import dataclass
@@ -18,6 +21,9 @@ import yaml
 
 from modelops.api.base import API_VERSION
 from modelops.api.training import TrainingJobSpec
+from modelops.k8s.controller import pods
+from modelops.k8s.controller.pods import STORE_MOUNT as STORE_MOUNT
+from modelops.k8s.controller.pods import STORE_SECRET as STORE_SECRET
 from modelops.k8s.security import container_security, pod_security
 from modelops.k8s.trainingjob import names
 from modelops.lifecycle.training import Role, gang_size
@@ -26,9 +32,8 @@ Manifest = dict[str, Any]
 
 SPEC_DIR = "/etc/modelops/spec"
 SPEC_FILE = "trainingjob.yaml"
-STORE_MOUNT = "/var/lib/modelops"
 PROGRESS_FILE = "/tmp/modelops/progress.json"
-STORE_SECRET = "modelops-store-credentials"
+AUTH_TOKEN_KEY = "auth_token"
 GCS_PORT = 6379
 DASHBOARD_PORT = 8265
 CLIENT_PORT = 10001
@@ -126,6 +131,39 @@ def head_service(ctx: JobContext) -> Manifest:
                 {"name": "client", "port": CLIENT_PORT, "targetPort": CLIENT_PORT},
                 {"name": "metrics", "port": METRICS_PORT, "targetPort": METRICS_PORT},
             ],
+        },
+    }
+
+
+def auth_secret(ctx: JobContext, token: str) -> Manifest:
+    """The job's Ray token; pods read it through `secretKeyRef`, the operator never again."""
+    encoded = base64.b64encode(token.encode()).decode()
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": ctx.metadata(names.auth_secret(ctx.name)),
+        "type": "Opaque",
+        "immutable": True,
+        "data": {AUTH_TOKEN_KEY: encoded},
+    }
+
+
+def network_policy(ctx: JobContext) -> Manifest:
+    """Ingress to the job's pods from the job's own pods only, on every port.
+
+    Ray nodes talk to each other on ports Ray picks at start (object manager, workers),
+    so the policy names peers, not ports. The operator reads the pods through the API
+    server and never connects to them, so nothing else is admitted.
+    """
+    job = {names.LABEL_JOB: names.job_label(ctx.name)}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": ctx.metadata(names.network_policy(ctx.name)),
+        "spec": {
+            "podSelector": {"matchLabels": job},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"from": [{"podSelector": {"matchLabels": job}}]}],
         },
     }
 
@@ -241,24 +279,23 @@ def _env(ctx: JobContext) -> list[Manifest]:
         {"name": "HOME", "value": "/tmp"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         {"name": "RAY_USAGE_STATS_ENABLED", "value": "0"},
+        # Every Ray entry point (GCS, client, dashboard, node to node) checks this token.
+        {"name": "RAY_AUTH_MODE", "value": "token"},
+        {
+            "name": "RAY_AUTH_TOKEN",
+            "valueFrom": {
+                "secretKeyRef": {"name": names.auth_secret(ctx.name), "key": AUTH_TOKEN_KEY}
+            },
+        },
     ]
 
 
 def _env_from() -> list[Manifest]:
-    # s3:// stores read credentials and the endpoint (AWS_*) from this Secret when present.
-    return [{"secretRef": {"name": STORE_SECRET, "optional": True}}]
+    return pods.env_from()
 
 
 def _scheduling(spec: TrainingJobSpec) -> Manifest:
-    out: Manifest = {}
-    resources = spec.resources
-    if resources.node_selector:
-        out["nodeSelector"] = dict(resources.node_selector)
-    if resources.tolerations:
-        out["tolerations"] = [t.to_dict() for t in resources.tolerations]
-    if resources.priority_class_name:
-        out["priorityClassName"] = resources.priority_class_name
-    return out
+    return pods.scheduling(spec.resources)
 
 
 def _pod(
@@ -305,11 +342,11 @@ def _pod_labels(ctx: JobContext, role: Role, index: int | None = None) -> dict[s
 
 
 def driver_args(ctx: JobContext) -> list[str]:
-    """The head container's command: the driver (see driver.py) with this attempt's job."""
+    """The head container's command: the driver (modelops_runtime.driver) with this attempt's job."""
     return [
         "python",
         "-m",
-        "modelops.k8s.trainingjob.driver",
+        "modelops_runtime.driver",
         "--spec",
         f"{SPEC_DIR}/{SPEC_FILE}",
         "--version",
@@ -408,15 +445,18 @@ def worker_pod(ctx: JobContext, index: int) -> Manifest:
     return _pod(ctx, Role.WORKER, name, _pod_labels(ctx, Role.WORKER, index), body)
 
 
-def cluster(ctx: JobContext) -> list[Manifest]:
+def cluster(ctx: JobContext, token: str) -> list[Manifest]:
     """Every child of one attempt, in creation order.
 
     The API server refuses a pod whose ServiceAccount does not exist, and the head cannot
-    start without its spec; everything else a pod needs later (the Service when a worker
-    looks up the head, the Role when the driver reports progress), so the pods go first:
-    scheduling and image pulls start sooner.
+    start without its spec; the NetworkPolicy and the token come before any pod, so no
+    pod is ever reachable unauthenticated. Everything else a pod needs later (the Service
+    when a worker looks up the head, the Role when the driver reports progress), so the
+    pods go first after those: scheduling and image pulls start sooner.
     """
     return [
+        network_policy(ctx),
+        auth_secret(ctx, token),
         service_account(ctx),
         spec_config_map(ctx),
         head_pod(ctx),

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import kopf
 
 from modelops.api.base import GROUP, VERSION
+from modelops.k8s.controller.loop import ObjectLoops
+from modelops.k8s.controller.wiring import Daemon, register
 from modelops.k8s.kube import Kube
 from modelops.k8s.metrics import METRICS
 from modelops.k8s.trainingjob import names
@@ -16,7 +17,6 @@ from modelops.k8s.trainingjob.observe import OwnedPod, pod_view
 from modelops.k8s.trainingjob.reconcile import Reconciler, TrainingSettings
 from modelops.k8s.versions import VersionAllocator
 from modelops.k8s.wakeups import Key
-from modelops.lifecycle.training import EventNote
 
 
 @kopf.on.startup()
@@ -25,13 +25,6 @@ def start_trainingjobs(memo: Any, **_: Any) -> None:
     settings: TrainingSettings = memo.training_settings
     reconciler = Reconciler(kube, VersionAllocator(kube), settings, METRICS)
     memo.trainingjobs = TrainingController(reconciler, METRICS)
-
-
-@kopf.on.cleanup()
-def stop_trainingjobs(memo: Any, **_: Any) -> None:
-    controller: TrainingController | None = memo.get("trainingjobs")
-    if controller is not None:
-        controller.close()
 
 
 @kopf.index(
@@ -52,48 +45,22 @@ def trainingjob_pods(
 def pod_event(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
     controller: TrainingController | None = memo.get("trainingjobs")
     if controller is not None and namespace is not None:
-        controller.pod_changed(namespace, labels[names.LABEL_JOB])
+        controller.loops.wake((namespace, labels[names.LABEL_JOB]))
 
 
-@kopf.on.event(GROUP, VERSION, names.PLURAL)
-def trainingjob_event(
-    name: str, namespace: str | None, meta: kopf.Meta, memo: Any, **_: Any
-) -> None:
-    controller: TrainingController | None = memo.get("trainingjobs")
-    if controller is not None and namespace is not None:
-        controller.job_changed(namespace, name, meta.get("generation"))
-
-
-@kopf.daemon(GROUP, VERSION, names.PLURAL, cancellation_timeout=10.0)
-async def trainingjob_loop(
-    name: str,
-    namespace: str | None,
-    uid: str,
-    body: kopf.Body,
-    memo: Any,
-    stopped: kopf.DaemonStopped,
-    logger: kopf.Logger,
-    **kwargs: Any,
-) -> None:
-    controller: TrainingController = memo.trainingjobs
+async def _run(daemon: Daemon) -> None:
+    controller: TrainingController = daemon.memo.trainingjobs
     # Kopf passes each index as a keyword argument named after its function.
-    trainingjob_pods: kopf.Index[Key, OwnedPod] = kwargs["trainingjob_pods"]
-    assert namespace is not None, "TrainingJobs are namespaced"
+    pods: kopf.Index[Key, OwnedPod] = daemon.indexes["trainingjob_pods"]
+    await controller.run(daemon, lambda key: pods.get(key, ()))
 
-    def post(note: EventNote) -> None:
-        kopf.event(body, type=note.type, reason=note.reason, message=note.message)
 
-    await controller.run(
-        namespace=namespace,
-        name=name,
-        uid=uid,
-        pods=lambda key: trainingjob_pods.get(key, ()),
-        # Kopf keeps a daemon's body up to date with the watch; the reconcile gets a copy.
-        body=lambda: copy.deepcopy(dict(body)),
-        post=post,
-        stopped=stopped,
-        logger=logger,
-    )
+def _loops(memo: Any) -> ObjectLoops | None:
+    controller: TrainingController | None = memo.get("trainingjobs")
+    return controller.loops if controller is not None else None
+
+
+register(names.PLURAL, "trainingjob", _loops, _run)
 
 
 @kopf.on.delete(GROUP, VERSION, names.PLURAL)

@@ -7,60 +7,39 @@ the API server (409) instead of making a duplicate.
 
 from __future__ import annotations
 
-import hashlib
-import re
+from modelops.k8s.controller import naming
 
-from modelops.api.base import API_VERSION
+# The labels every resource's children carry, re-exported beside this resource's own.
+from modelops.k8s.controller.naming import DOMAIN as DOMAIN
+from modelops.k8s.controller.naming import LABEL_COMPONENT as LABEL_COMPONENT
+from modelops.k8s.controller.naming import LABEL_INSTANCE as LABEL_INSTANCE
+from modelops.k8s.controller.naming import LABEL_MANAGED_BY as LABEL_MANAGED_BY
+from modelops.k8s.controller.naming import LABEL_MODEL as LABEL_MODEL
+from modelops.k8s.controller.naming import LABEL_NAME as LABEL_NAME
+from modelops.k8s.controller.naming import LABEL_ROLE as LABEL_ROLE
+from modelops.k8s.controller.naming import MANAGED_BY as MANAGED_BY
+from modelops.k8s.controller.naming import label_value as label_value
 
 KIND = "TrainingJob"
 PLURAL = "trainingjobs"
-DOMAIN = "modelops.dev"
 
 LABEL_JOB = f"{DOMAIN}/trainingjob"
-LABEL_ROLE = f"{DOMAIN}/role"
 LABEL_ATTEMPT = f"{DOMAIN}/attempt"
 LABEL_INDEX = f"{DOMAIN}/worker-index"
-LABEL_MODEL = f"{DOMAIN}/model"
-LABEL_COMPONENT = "app.kubernetes.io/component"
-LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
-LABEL_NAME = "app.kubernetes.io/name"
-LABEL_INSTANCE = "app.kubernetes.io/instance"
-MANAGED_BY = "modelops"
 
 ANNOTATION_PROGRESS = f"{DOMAIN}/progress"
 ANNOTATION_VERSION = f"{DOMAIN}/model-version"
 
-# DNS-1035 labels (Services need them) are at most 63 characters and start with a letter.
-_MAX = 63
-_NOT_LABEL = re.compile(r"[^a-z0-9-]")
-
-
-def _digest(text: str, size: int = 8) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:size]
-
 
 def child_name(job: str, suffix: str) -> str:
-    """`<job>-<suffix>`, shortened with a hash of the job name when it would not fit.
-
-    The result is a valid DNS-1035 label for every job name Kubernetes accepts, so the
-    same function names Services, pods and config objects.
-    """
-    base = _NOT_LABEL.sub("-", job)
-    if not base[:1].isalpha():
-        base = f"tj-{base}"
-    name = f"{base}-{suffix}"
-    if base == job and len(name) <= _MAX:
-        return name
-    # Sanitised or too long: the digest keeps `a.b` and `a-b` (or two long names) apart.
-    keep = _MAX - len(suffix) - 10
-    return f"{base[:keep].rstrip('-')}-{_digest(job)}-{suffix}"
+    """`<job>-<suffix>`: a valid DNS-1035 label for every job name Kubernetes accepts, so
+    the same function names Services, pods and config objects."""
+    return naming.child_name(job, suffix, "tj")
 
 
 def job_label(job: str) -> str:
     """The job's name as a label value (at most 63 characters)."""
-    if len(job) <= _MAX:
-        return job
-    return f"{job[: _MAX - 9].rstrip('.-')}-{_digest(job)}"
+    return label_value(job)
 
 
 def head_service(job: str) -> str:
@@ -81,6 +60,14 @@ def spec_config_map(job: str, attempt: int) -> str:
 
 def service_account(job: str) -> str:
     return child_name(job, "driver")
+
+
+def auth_secret(job: str) -> str:
+    return child_name(job, "ray-auth")
+
+
+def network_policy(job: str) -> str:
+    return child_name(job, "ray")
 
 
 def versions_config_map(model: str) -> str:
@@ -105,12 +92,4 @@ def selector(job: str) -> str:
 
 
 def owner_reference(job: str, uid: str) -> dict[str, object]:
-    """Children are owned by the job: the garbage collector removes them after it."""
-    return {
-        "apiVersion": API_VERSION,
-        "kind": KIND,
-        "name": job,
-        "uid": uid,
-        "controller": True,
-        "blockOwnerDeletion": True,
-    }
+    return naming.owner_reference(KIND, job, uid)

@@ -8,25 +8,25 @@ children, created under deterministic names so that a repeat is a 409, not a dup
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
 from modelops.api.base import GROUP, VERSION
+from modelops.api.tenancy import TenancyPolicy
 from modelops.api.training import TrainingJobSpec, TrainingJobStatus
 from modelops.api.validation import problems_from_error
-from modelops.k8s.kube import ApiError, Kube, custom_path, manifest_path, namespaced_path
+from modelops.k8s.controller.status import Clock, Outcome, StatusWriter, utc_now
+from modelops.k8s.kube import Kube, custom_path, manifest_path, namespaced_path
 from modelops.k8s.metrics import OperatorMetrics
 from modelops.k8s.trainingjob import builders, names
 from modelops.k8s.versions import VersionAllocator
-from modelops.lifecycle.status import status_changed, status_patch
 from modelops.lifecycle.training import (
-    EventNote,
     Observed,
     PodView,
     invalid_spec_status,
@@ -36,13 +36,6 @@ from modelops.lifecycle.training import (
 RESOURCE = names.PLURAL
 # How long a pod we created may be missing from the pod index before we create it again.
 POD_GRACE = 30.0
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    # Whole seconds, as Kubernetes writes its own timestamps.
-    return datetime.now(UTC).replace(microsecond=0)
-
 
 @dataclass(frozen=True)
 class TrainingSettings:
@@ -53,19 +46,7 @@ class TrainingSettings:
     retry_backoff_limit_seconds: float = 360.0
     resync_seconds: float = 300.0
     workers: int = 8
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What the control loop needs after a reconcile."""
-
-    events: tuple[EventNote, ...] = ()
-    requeue_after: float | None = None
-    generation: int | None = None
-
-
-class StatusConflict(Exception):
-    """The job changed between our read and our status write; reconcile again."""
+    policy: TenancyPolicy = field(default_factory=TenancyPolicy)
 
 
 class Reconciler:
@@ -86,22 +67,14 @@ class Reconciler:
         self._ensured: dict[str, set[str]] = {}
         # Per job uid: pods created and when, for as long as the pod index may not show them.
         self._created: dict[str, dict[str, float]] = {}
-        # Per job uid: the resourceVersion our last status write was computed from. A watched
-        # copy still at that version has not caught up with the write: read afresh instead.
-        self._written_from: dict[str, str] = {}
+        self.status = StatusWriter(kube, metrics, names.KIND)
         self._lock = threading.Lock()
 
     def forget(self, uid: str) -> None:
+        self.status.forget(uid)
         with self._lock:
             self._ensured.pop(uid, None)
             self._created.pop(uid, None)
-            self._written_from.pop(uid, None)
-
-    def _is_stale(self, job: dict[str, Any]) -> bool:
-        meta = job.get("metadata") or {}
-        with self._lock:
-            written_from = self._written_from.get(str(meta.get("uid")))
-        return written_from is not None and written_from == meta.get("resourceVersion")
 
     # -- the reconcile --------------------------------------------------------------------
 
@@ -115,17 +88,10 @@ class Reconciler:
         """Reconcile from `seen` (the job as the watch delivered it), or from a fresh read
         when there is none or it predates our own last status write."""
         path = custom_path(GROUP, VERSION, RESOURCE, namespace, name)
-        job = seen
-        if job is None or self._is_stale(job):
-            try:
-                job = self.kube.get(path)
-            except ApiError as error:
-                if error.not_found:
-                    return Outcome()
-                raise
+        job = self.status.read_live(path, seen)
+        if job is None:
+            return Outcome()
         meta = job["metadata"]
-        if meta.get("deletionTimestamp"):
-            return Outcome()  # the delete handler owns the rest
         generation = meta.get("generation")
         raw_status: dict[str, Any] = job.get("status") or {}
         status = _parse_status(raw_status)
@@ -135,7 +101,16 @@ class Reconciler:
         except ValidationError as error:
             problems = "; ".join(str(p) for p in problems_from_error(error, ("spec",)))
             desired, events = invalid_spec_status(status, problems, now, generation)
-            self._write_status(path, meta, raw_status, desired)
+            self._write_status(path, job, raw_status, desired)
+            return Outcome(events=tuple(events), generation=generation)
+        # The same tenancy rules as admission: an object admitted without the webhook (or
+        # before the policy changed) never gets pods that break them.
+        refused = self.settings.policy.problems("TrainingJob", spec)
+        if refused and not status.attempts:
+            desired, events = invalid_spec_status(
+                status, "; ".join(str(p) for p in refused), now, generation
+            )
+            self._write_status(path, job, raw_status, desired)
             return Outcome(events=tuple(events), generation=generation)
 
         uid = str(meta["uid"])
@@ -153,7 +128,7 @@ class Reconciler:
                 retry_backoff_limit_seconds=self.settings.retry_backoff_limit_seconds,
             )
         )
-        self._write_status(path, meta, raw_status, decision.status)
+        self._write_status(path, job, raw_status, decision.status)
         ctx = builders.JobContext(
             name=name,
             namespace=namespace,
@@ -176,31 +151,9 @@ class Reconciler:
         )
 
     def _write_status(
-        self,
-        path: str,
-        meta: dict[str, Any],
-        current: dict[str, Any],
-        desired: TrainingJobStatus,
+        self, path: str, job: dict[str, Any], current: dict[str, Any], desired: TrainingJobStatus
     ) -> None:
-        wanted = desired.to_dict()
-        if not status_changed(_parse_status(current).to_dict(), wanted):
-            return
-        # The resourceVersion makes the write conditional: if the job changed since our
-        # read, the API server refuses (409) instead of letting a stale decision win.
-        body = {
-            "metadata": {"resourceVersion": meta["resourceVersion"]},
-            "status": status_patch(current, wanted),
-        }
-        with self._lock:
-            # Whatever the outcome, the copy at this version is now known to be outdated.
-            self._written_from[str(meta["uid"])] = str(meta["resourceVersion"])
-        try:
-            self.kube.merge_patch(f"{path}/status", body)
-        except ApiError as error:
-            if error.conflict:
-                raise StatusConflict(str(error)) from error
-            raise
-        self.metrics.api_writes.labels("patch", "TrainingJobStatus").inc()
+        self.status.write(path, job, _parse_status(current).to_dict(), desired.to_dict())
 
     # -- children -------------------------------------------------------------------------
 
@@ -209,7 +162,9 @@ class Reconciler:
             ensured = self._ensured.setdefault(ctx.uid, set())
             created = self._created.setdefault(ctx.uid, {})
         now = time.monotonic()
-        for manifest in builders.cluster(ctx):
+        # A fresh token is used only when the job's Secret does not exist yet: the Secret is
+        # created once and immutable, so every attempt of the job shares its first token.
+        for manifest in builders.cluster(ctx, secrets.token_urlsafe(32)):
             kind, name = manifest["kind"], manifest["metadata"]["name"]
             if kind == "Pod":
                 # Pods are checked against what is observed, not remembered: a pod that
@@ -246,6 +201,8 @@ class Reconciler:
             ("RoleBinding", names.service_account(name)),
             ("Role", names.service_account(name)),
             ("ServiceAccount", names.service_account(name)),
+            ("Secret", names.auth_secret(name)),
+            ("NetworkPolicy", names.network_policy(name)),
         ):
             self._delete(namespaced_path(kind, namespace, child), kind)
         self.metrics.api_writes.labels("deletecollection", "Pod").inc()

@@ -1,6 +1,6 @@
 """The head pod's main process: Ray head, gang wait, training, report.
 
-`python -m modelops.k8s.trainingjob.driver --spec FILE --version N --job-id UID
+`python -m modelops_runtime.driver --spec FILE --version N --job-id UID
 --workers K --progress-file PATH` runs in the workload image (no Kopf, no Kubernetes
 client there, so this module uses only the standard library, with Ray and fsspec
 imported where needed):
@@ -51,6 +51,8 @@ PROGRESS_ANNOTATION = "modelops.dev/progress"
 TERMINATION_LOG = "/dev/termination-log"
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 GCS_PORT = 6379
+# Long enough for image pulls and GPU node scale-up; a gang never starts on a part.
+WORKERS_TIMEOUT = 1800.0
 
 
 # --------------------------------------------------------------------------------------
@@ -193,7 +195,9 @@ def build_result(
     """The result of a finished training, read from the version folder it published."""
     spec = job.spec
     reported = reported or {}
-    if isinstance(reported.get("version"), int):
+    # The runtime moves to a later number only when the allocated one was taken; a line
+    # that names an earlier one (printed by anything in the training's output) is ignored.
+    if isinstance(reported.get("version"), int) and reported["version"] > version:
         version = reported["version"]
     folder = version_uri(spec, version)
     metrics_text = _read_text(f"{folder}/metrics.json")
@@ -260,19 +264,44 @@ def start_ray_head() -> None:
     )
 
 
-def wait_for_workers(count: int, poll: float = 2.0) -> None:
-    """Block until `count` worker nodes have joined the Ray cluster."""
+class WorkersMissing(RuntimeError):
+    """Not every worker joined the Ray cluster before the deadline."""
+
+
+def count_workers(
+    count: int,
+    nodes: Callable[[], list[dict[str, Any]]],
+    deadline: float,
+    poll: float = 2.0,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    """Return once `count` worker nodes are alive; raise WorkersMissing after `deadline` s.
+
+    Without a deadline a worker that never joins (unschedulable, image pull failing,
+    stuck on its init container) would hold the head and every other worker's GPUs
+    forever; a failed attempt is retried (within backoffLimit) instead.
+    """
+    until = clock() + deadline
+    while True:
+        workers = len([n for n in nodes() if n.get("Alive")]) - 1  # the head is a node too
+        print(f"modelops driver: {workers}/{count} workers joined", flush=True)
+        if workers >= count:
+            return
+        if clock() >= until:
+            raise WorkersMissing(
+                f"{workers}/{count} workers joined within {deadline:.0f}s; giving up the attempt"
+            )
+        sleep(poll)
+
+
+def wait_for_workers(count: int, deadline: float, poll: float = 2.0) -> None:
+    """Block until `count` worker nodes have joined the Ray cluster, at most `deadline` s."""
     import ray
 
     ray.init(address="auto", logging_level=logging.WARNING)
     try:
-        while True:
-            alive = [n for n in ray.nodes() if n.get("Alive")]  # type: ignore[no-untyped-call]
-            workers = len(alive) - 1  # the head is a node too
-            print(f"modelops driver: {workers}/{count} workers joined", flush=True)
-            if workers >= count:
-                return
-            time.sleep(poll)
+        count_workers(count, ray.nodes, deadline, poll)
     finally:
         ray.shutdown()
 
@@ -320,6 +349,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=1, help="workers to wait for")
     parser.add_argument("--progress-file", required=True, help="runtime progress file")
     parser.add_argument("--no-ray", action="store_true", help="run without a Ray cluster")
+    parser.add_argument(
+        "--workers-timeout",
+        type=float,
+        default=WORKERS_TIMEOUT,
+        help="seconds to wait for every worker before the attempt fails",
+    )
     parser.add_argument("--report-interval", type=float, default=5.0)
     parser.add_argument("--termination-log", default=TERMINATION_LOG)
     return parser.parse_args(argv)
@@ -332,7 +367,11 @@ def main(argv: Sequence[str] | None = None, command: Sequence[str] | None = None
     job = TrainingJob.model_validate(yaml.safe_load(Path(args.spec).read_text()))
     if not args.no_ray:
         start_ray_head()
-        wait_for_workers(args.workers)
+        try:
+            wait_for_workers(args.workers, args.workers_timeout)
+        except WorkersMissing as error:
+            write_termination_message(str(error), args.termination_log)
+            return 1
     annotator = PodAnnotator.from_environment()
 
     def send(text: str) -> None:

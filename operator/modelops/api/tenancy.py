@@ -1,0 +1,122 @@
+"""What a tenant may name in a spec: images, priority classes, tolerations, Prometheus URLs.
+
+A tenant is whoever may create ModelOps resources in a namespace. The pods the operator
+starts for them carry the store credentials (and, for servers, their own token), so the
+scheduling fields and the image are part of the tenancy model, not free choices. The
+platform team sets the allow-lists in the operator's configuration; the admission
+webhook and the reconcilers both ask `TenancyPolicy.problems`, so an object that slipped
+past admission (webhook off, or created before the policy) still never gets its pods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from modelops.api.base import SchedulingSpec, TolerationOperator
+from modelops.api.validation import Problem
+
+# Kubernetes reserves this prefix for the classes that keep nodes and the control plane up.
+SYSTEM_PRIORITY_PREFIX = "system-"
+# Entries ending in one of these are prefixes (a registry path, a repository's tags).
+_PREFIX_ENDS = ("/", ":", "@")
+
+
+def _matches(value: str, allowed: tuple[str, ...]) -> bool:
+    return any(
+        value == entry or (entry.endswith(_PREFIX_ENDS) and value.startswith(entry))
+        for entry in allowed
+    )
+
+
+@dataclass(frozen=True)
+class TenancyPolicy:
+    """The operator's allow-lists; the defaults admit only what the operator configured.
+
+    images: exact references, or prefixes ending in "/", ":" or "@" (empty: the
+        operator's own images only, given as `operator_images`);
+    priority_classes: the classes a tenant may name (empty: any but `system-*`);
+    toleration_keys: the taint keys a tenant may tolerate (empty: any key); a toleration
+        without a key and with `operator: Exists` (it tolerates every taint) never passes;
+    prometheus_urls: URL prefixes `prometheusUrl` may start with (empty: none).
+    """
+
+    operator_images: tuple[str, ...] = ()
+    images: tuple[str, ...] = ()
+    priority_classes: tuple[str, ...] = ()
+    toleration_keys: tuple[str, ...] = ()
+    prometheus_urls: tuple[str, ...] = ()
+
+    def image_problems(self, path: str, image: str | None) -> list[Problem]:
+        if image is None or image in self.operator_images:
+            return []
+        if _matches(image, self.images):
+            return []
+        allowed = ", ".join(self.images + self.operator_images) or "the operator's image"
+        return [Problem(path, f"image {image!r} is not allowed here; allowed: {allowed}")]
+
+    def scheduling_problems(self, path: str, spec: SchedulingSpec) -> list[Problem]:
+        problems = self.image_problems(f"{path}.image", spec.image)
+        name = spec.priority_class_name
+        if name is not None:
+            if self.priority_classes and name not in self.priority_classes:
+                allowed = ", ".join(self.priority_classes)
+                problems.append(
+                    Problem(
+                        f"{path}.priorityClassName",
+                        f"priority class {name!r} is not allowed; allowed: {allowed}",
+                    )
+                )
+            elif not self.priority_classes and name.startswith(SYSTEM_PRIORITY_PREFIX):
+                problems.append(
+                    Problem(
+                        f"{path}.priorityClassName",
+                        f"priority class {name!r} is reserved for cluster components",
+                    )
+                )
+        for index, toleration in enumerate(spec.tolerations):
+            where = f"{path}.tolerations[{index}]"
+            if not toleration.key:
+                if toleration.operator == TolerationOperator.EXISTS:
+                    problems.append(
+                        Problem(where, "a toleration without a key tolerates every taint")
+                    )
+                continue
+            if self.toleration_keys and toleration.key not in self.toleration_keys:
+                allowed = ", ".join(self.toleration_keys)
+                problems.append(
+                    Problem(
+                        f"{where}.key",
+                        f"taint key {toleration.key!r} is not allowed; allowed: {allowed}",
+                    )
+                )
+        return problems
+
+    def prometheus_problems(self, path: str, url: str | None) -> list[Problem]:
+        if url is None:
+            return []
+        parts = urlsplit(url)
+        if parts.username or parts.password or parts.scheme not in ("http", "https"):
+            return [Problem(path, "must be an http(s) URL without credentials")]
+        if _matches(url, tuple(u if u.endswith("/") else f"{u}/" for u in self.prometheus_urls)):
+            return []
+        if url.rstrip("/") in {u.rstrip("/") for u in self.prometheus_urls}:
+            return []
+        allowed = ", ".join(self.prometheus_urls) or "none (the pods are scraped instead)"
+        return [Problem(path, f"Prometheus {url!r} is not allowed; allowed: {allowed}")]
+
+    def problems(self, kind: str, spec: Any) -> list[Problem]:
+        """Everything in a valid spec the policy refuses, by field path."""
+        from modelops.api.deployment import ModelDeploymentSpec
+        from modelops.api.training import TrainingJobSpec
+
+        if isinstance(spec, TrainingJobSpec):
+            return self.scheduling_problems("spec.resources", spec.resources)
+        if isinstance(spec, ModelDeploymentSpec):
+            problems = self.scheduling_problems("spec.resources", spec.resources)
+            return problems + self.prometheus_problems(
+                "spec.autoscaling.metricsSource.prometheusUrl",
+                spec.autoscaling.metrics_source.prometheus_url,
+            )
+        return []
