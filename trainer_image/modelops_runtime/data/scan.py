@@ -26,8 +26,9 @@ from modelops.api.artifact import ShardInfo, SnapshotManifest
 from modelops.api.training import DataFormat
 from modelops.lifecycle import datascan
 from modelops_runtime import artifacts
+from modelops_runtime.data import shards as shard_files
 from modelops_runtime.data.readers import read_columns
-from modelops_runtime.data.shards import SUFFIXES, fingerprint, shard_uri
+from modelops_runtime.data.shards import SUFFIXES, shard_uri
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,7 @@ def listing(uri: str, fmt: DataFormat, cache: FingerprintCache) -> SnapshotManif
     for path in sorted(stamps):
         shard = cache.get(uri, path, stamps[path])
         if shard is None:
-            shard = fingerprint(uri, path, fmt)
+            shard = shard_files.fingerprint(uri, path, fmt)
             cache.put(uri, path, stamps[path], shard)
         shards.append(shard)
     cache.keep_only(uri, set(stamps))

@@ -3,7 +3,7 @@
 Both give the same reduced report (`modelops.lifecycle.datascan.DataScan`) of the dataset
 against the snapshot the serving version was trained on:
 
-- `InProcessScanner` reads the data with the operator's own access. It suits an operator
+- `data.RuntimeData` reads the data with the operator's own access. It suits an operator
   that runs beside its store (out of cluster, or with the store mounted) and local mode.
 - `JobScanner` runs `python -m modelops_runtime scan` as a Job in the update's namespace,
   with the store volume and credentials its training pods get, and reads the report from
@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any
 
+from modelops.k8s.controller import pods
 from modelops.k8s.incrementalupdate import builders, names
 from modelops.k8s.kube import ApiError, Kube, custom_path, namespaced_path
-from modelops.k8s.security import container_security, pod_security
+from modelops.k8s.security import container_security
 from modelops.lifecycle import datascan
 
 log = logging.getLogger(__name__)
@@ -36,40 +37,6 @@ POLL_SECONDS = 3.0
 
 class ScanFailed(Exception):
     """The data could not be listed; the message says why (shown in the status)."""
-
-
-class Scanner(Protocol):
-    def scan(self, ctx: builders.UpdateContext, baseline: int | None) -> datascan.DataScan | None:
-        """The data now against `baseline`'s snapshot; None while not known yet."""
-        ...
-
-    def forget(self, ctx: builders.UpdateContext) -> None:
-        """Drop what is kept for an update that is gone."""
-        ...
-
-
-class InProcessScanner:
-    """Reads the data here; fingerprints are cached in memory across periods."""
-
-    def __init__(self) -> None:
-        # The runtime's data code imports pyarrow and fsspec: taken when first used.
-        from modelops_runtime.data.scan import FingerprintCache
-
-        self._cache = FingerprintCache()
-
-    def scan(self, ctx: builders.UpdateContext, baseline: int | None) -> datascan.DataScan:
-        from modelops_runtime.data import scan as runtime_scan
-
-        data = ctx.recipe.data
-        try:
-            return runtime_scan.scan(
-                data.uri, data.format, ctx.store, ctx.model, baseline, self._cache
-            )
-        except Exception as error:  # a missing folder, an unreachable store: said, retried
-            raise ScanFailed(f"listing {data.uri}: {type(error).__name__}: {error}") from error
-
-    def forget(self, ctx: builders.UpdateContext) -> None:
-        self._cache.keep_only(ctx.recipe.data.uri, set())
 
 
 # -- the scan Job ---------------------------------------------------------------------------
@@ -112,21 +79,10 @@ def scan_args(ctx: builders.UpdateContext, baseline: int | None) -> list[str]:
 
 def scan_job(ctx: builders.UpdateContext, baseline: int | None) -> builders.Manifest:
     """One pod that lists and fingerprints the data and reports as its termination message."""
-    volumes: list[builders.Manifest] = [{"name": "tmp", "emptyDir": {}}]
-    mounts: list[builders.Manifest] = [{"name": "tmp", "mountPath": "/tmp"}]
-    if ctx.settings.store_volume_claim:
-        # Writable: the fingerprint cache is kept in the store.
-        claim = {"claimName": ctx.settings.store_volume_claim}
-        volumes.append({"name": "store", "persistentVolumeClaim": claim})
-        mounts.append({"name": "store", "mountPath": builders.STORE_MOUNT})
+    # Writable: the fingerprint cache is kept in the store.
+    volumes, mounts = pods.tmp_and_store(ctx.settings.store_volume_claim, writable=True)
     labels = scan_labels(ctx.name, ctx.model)
     annotations = {ANNOTATION_BASELINE: "" if baseline is None else str(baseline)}
-    scheduling: builders.Manifest = {}
-    resources = ctx.recipe.resources
-    if resources.node_selector:
-        scheduling["nodeSelector"] = dict(resources.node_selector)
-    if resources.tolerations:
-        scheduling["tolerations"] = [t.to_dict() for t in resources.tolerations]
     container = {
         "name": SCAN_CONTAINER,
         "image": ctx.image,
@@ -136,7 +92,7 @@ def scan_job(ctx: builders.UpdateContext, baseline: int | None) -> builders.Mani
             {"name": "HOME", "value": "/tmp"},
             {"name": "PYTHONUNBUFFERED", "value": "1"},
         ],
-        "envFrom": [{"secretRef": {"name": builders.STORE_SECRET, "optional": True}}],
+        "envFrom": pods.env_from(),
         # Listing and hashing stream in bounded chunks; a small pod is enough.
         "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
         "securityContext": container_security(),
@@ -157,15 +113,7 @@ def scan_job(ctx: builders.UpdateContext, baseline: int | None) -> builders.Mani
             "activeDeadlineSeconds": ctx.settings.deadline_seconds,
             "template": {
                 "metadata": {"labels": labels},
-                "spec": {
-                    "restartPolicy": "Never",
-                    "automountServiceAccountToken": False,
-                    "enableServiceLinks": False,
-                    "securityContext": pod_security(),
-                    **scheduling,
-                    "containers": [container],
-                    "volumes": volumes,
-                },
+                "spec": pods.job_pod([container], volumes, pods.scheduling(ctx.recipe.resources)),
             },
         },
     }
