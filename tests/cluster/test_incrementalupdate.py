@@ -15,6 +15,8 @@ the container's termination message.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -409,3 +411,96 @@ def test_new_shards_with_another_schema_fail_the_run_naming_the_column(
     time.sleep(12)
     status = world.status()
     assert status["runs"] == 1 and len(status["history"]) == 1 and world.runs() == []
+
+
+def _scan_pod(cluster: Cluster) -> Any:
+    def pending() -> Any:
+        pods = cluster.core.list_namespaced_pod(
+            cluster.ns, label_selector="modelops.dev/role=scan"
+        ).items
+        waiting = [p for p in pods if p.status.phase == "Pending"]
+        return waiting[0] if waiting else None
+
+    return wait_for("a scan pod", pending, timeout=60)
+
+
+def _run_scan_pod(pod: Any, tmp_path: Path) -> str:
+    """Run the scan pod's own command here (the store is on this host): its real report."""
+    (container,) = pod.spec.containers
+    command = list(container.command)
+    log = tmp_path / f"{pod.metadata.name}.termination-log"
+    command[command.index("--termination-log") + 1] = str(log)
+    assert command[:3] == ["python", "-m", "modelops_runtime"], command
+    done = subprocess.run(
+        [sys.executable, *command[1:]], capture_output=True, text=True, timeout=120
+    )
+    assert log.exists(), done.stderr
+    return log.read_text()
+
+
+def test_with_data_access_job_a_scan_pod_lists_the_data_and_the_operator_reads_none(
+    control_plane: Any, cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    """`dataAccess: job`: the listing runs in a pod of the update's namespace.
+
+    The pod's command is run for real on this host (KWOK runs no process) and its
+    termination message is what the operator decides on; the operator never lists the
+    data itself (its listing would come without a scan pod).
+    """
+    env = {"MODELOPS_DATA_ACCESS": "job"}
+    with running_operator(control_plane, [namespace], name=f"iu-job-{namespace}", env=env):
+        world = baseline(cluster, tmp_path)
+        world.create_update()
+        first = _scan_pod(cluster)
+        (container,) = first.spec.containers
+        assert container.security_context.run_as_non_root is True
+        command = list(container.command)
+        assert command[command.index("--data") + 1] == world.data_uri
+        assert command[command.index("--baseline") + 1] == "1"
+        world.finish_pod(first.metadata.name, _run_scan_pod(first, tmp_path))
+        status = world.wait_status(
+            "the scan pod's listing", lambda s: (s.get("lastSnapshot") or {}).get("shards") == 2
+        )
+        assert status["pendingDelta"]["newShards"] == 0
+        assert world.runs() == []
+
+        # New data: the next period's scan pod sees it and the run starts.
+        write_shard(world.data / "part-00002.parquet", 25, seed=3)
+        second = _scan_pod(cluster)
+        world.finish_pod(second.metadata.name, _run_scan_pod(second, tmp_path))
+        wait_for("the update run", lambda: world.runs() == ["digits-run-1"], timeout=60)
+        delta = world.status()["currentRun"]["delta"]
+        assert (delta["newShards"], delta["newRows"]) == (1, 25)
+        # A scan Job is removed once read: none is left behind.
+        batch = client.BatchV1Api(cluster.core.api_client)
+        wait_for(
+            "scan Jobs removed",
+            lambda: (
+                not batch.list_namespaced_job(
+                    namespace, label_selector="modelops.dev/role=scan"
+                ).items
+            ),
+            timeout=30,
+        )
+
+
+def test_with_data_access_job_a_failed_scan_is_reported_with_the_pods_reason(
+    control_plane: Any, cluster: Cluster, namespace: str, tmp_path: Path
+) -> None:
+    env = {"MODELOPS_DATA_ACCESS": "job"}
+    with running_operator(control_plane, [namespace], name=f"iu-jobf-{namespace}", env=env):
+        world = baseline(cluster, tmp_path)
+        for shard in world.data.glob("*.parquet"):
+            shard.unlink()
+        world.data.rmdir()
+        world.create_update()
+        pod = _scan_pod(cluster)
+        message = _run_scan_pod(pod, tmp_path)
+        world.finish_pod(pod.metadata.name, message, phase="Failed")
+        status = world.wait_status(
+            "DataUnavailable",
+            lambda s: (condition(s, "Ready") or {}).get("reason") == "DataUnavailable",
+        )
+        ready = condition(status, "Ready")
+        assert ready is not None and str(world.data) in ready["message"], ready
+        assert world.runs() == []

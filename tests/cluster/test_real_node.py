@@ -22,7 +22,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
@@ -44,6 +46,8 @@ RELEASE = "modelops-node"
 SYSTEM_NAMESPACE = "modelops-node-system"
 STORE_CLAIM = "modelops-store"
 NODE_NAME = "modelops-node-0"
+# A training shard kept out of the first version; it lands later as new data.
+HELD_BACK = "part-00003.parquet"
 RESTRICTED = {
     "pod-security.kubernetes.io/enforce": "restricted",
     "pod-security.kubernetes.io/enforce-version": "latest",
@@ -151,6 +155,8 @@ def _write_digits(store: Path) -> None:
         check=True,
         capture_output=True,
     )
+    (store / "incoming").mkdir()
+    shutil.move(store / "data" / "digits" / "train" / HELD_BACK, store / "incoming" / HELD_BACK)
     (store / "models").mkdir(exist_ok=True)
     # The pods run as uid 10001; the folder is the hostPath behind the store PVC.
     for path in [store, *store.rglob("*")]:
@@ -313,24 +319,17 @@ def test_model_deployment_serves_the_version_through_its_service(platform: Platf
         metadata = json.load(resp)
     input_name = metadata["inputs"][0]["name"]
     features, labels = _holdout(platform.store / "data" / "digits" / "holdout")
-    body = {
-        "inputs": [
-            {
-                "name": input_name,
-                "shape": list(features.shape),
-                "datatype": "FP32",
-                "data": features.ravel().tolist(),
-            }
-        ]
-    }
-    request = urllib.request.Request(
-        base + "/infer",
-        data=json.dumps(body).encode(),
-        headers={"content-type": "application/json"},
-    )
-    with urllib.request.urlopen(request, timeout=30) as resp:
-        answer = json.load(resp)
-    predicted = _class_indices(answer)
+    # One request carries at most maxBatchSize rows (32 by default), as Triton's max_batch_size.
+    limit = int((md["spec"].get("batching") or {}).get("maxBatchSize", 32))
+    assert len(labels) > limit, len(labels)
+    predicted: list[int] = []
+    for start in range(0, len(labels), limit):
+        answer = _infer(base, input_name, features[start : start + limit])
+        predicted += _class_indices(answer)
+    with pytest.raises(urllib.error.HTTPError) as oversize:
+        _infer(base, input_name, features[: limit + 1])
+    assert oversize.value.code == 413, oversize.value
+    assert "maxBatchSize" in oversize.value.read().decode()
     accuracy = sum(int(p == t) for p, t in zip(predicted, labels, strict=True)) / len(labels)
     assert accuracy > 0.85, accuracy
     pods = platform.tenant_pods(f"modelops.dev/modeldeployment={name}")
@@ -369,13 +368,147 @@ def test_batch_prediction_runs_as_a_real_job(platform: Platform) -> None:
     assert any(j["status"].get("succeeded") == 1 for j in jobs), jobs
 
 
+def test_a_second_version_is_canaried_and_promoted_and_a_bad_one_rolled_back(
+    platform: Platform,
+) -> None:
+    """Two more versions of the served model: a good one goes live, a bad one is refused.
+
+    Real traffic with ground-truth feedback flows through the Service the whole time; the
+    gate decides from what the serving pods measured.
+    """
+    name = "digits"
+    platform.kubectl(
+        "patch", "modeldeployment", name, "-n", platform.tenant, "--type=merge", "-p",
+        json.dumps({"spec": {
+            "batchPrediction": None,
+            "rollout": {
+                "strategy": "canary",
+                "steps": [{"weight": 50, "pauseSeconds": 20}],
+                "analysis": {
+                    "maxErrorRate": 0.05, "maxP95Ms": 5000, "minAccuracy": 0.8,
+                    "minRequests": 30,
+                },
+            },
+        }}),
+    )  # fmt: skip
+    base = int(
+        platform.get("modeldeployment", name, "-n", platform.tenant)["status"]["activeVersion"]
+    )
+    good, bad = base + 1, base + 2
+    with Traffic(platform, name, rps=10) as traffic:
+        _train_version(platform, "digits-v2", epochs=8)
+        promoted = _wait_deployment(
+            platform, name, f"version {good} promoted",
+            lambda s: s.get("activeVersion") == good and not s.get("candidateVersion"),
+        )  # fmt: skip
+        assert any(p.get("version") == good for p in promoted.get("promotions") or []), promoted
+        assert traffic.versions.get(good, 0) > 0, traffic.versions  # the canary served traffic
+        _train_version(platform, "digits-bad", epochs=1, learning_rate=1e-6)
+        rolled = _wait_deployment(
+            platform, name, f"version {bad} rolled back",
+            lambda s: any(r.get("version") == bad for r in s.get("rollbacks") or []),
+        )  # fmt: skip
+        reason = next(r["reason"] for r in rolled["rollbacks"] if r["version"] == bad)
+        assert "accuracy" in reason, reason
+        assert traffic.versions.get(bad, 0) > 0, traffic.versions
+        # After the rollback every request is answered by the good version again.
+        traffic.versions.clear()
+        time.sleep(5)
+        assert set(traffic.versions) == {good}, traffic.versions
+    assert traffic.failures == [], traffic.failures[:5]
+    status = platform.get("modeldeployment", name, "-n", platform.tenant)["status"]
+    assert status["activeVersion"] == good, status
+
+
+def test_load_scales_the_replicas_up_and_back_down(platform: Platform) -> None:
+    name = "digits"
+    platform.kubectl(
+        "patch", "modeldeployment", name, "-n", platform.tenant, "--type=merge", "-p",
+        json.dumps({"spec": {"autoscaling": {
+            "minReplicas": 1, "maxReplicas": 3, "metric": "rps", "target": 4,
+            "intervalSeconds": 2,
+            "scaleUp": {"stabilizationSeconds": 0, "maxStepReplicas": 2, "periodSeconds": 5},
+            "scaleDown": {"stabilizationSeconds": 10, "maxStepReplicas": 2, "periodSeconds": 5},
+        }}}),
+    )  # fmt: skip
+    with Traffic(platform, name, rps=16, feedback=False) as traffic:
+        scaled = _wait_deployment(
+            platform, name, "scale-up under load",
+            lambda s: s.get("desiredReplicas", 0) >= 2 and s.get("readyReplicas", 0) >= 2,
+        )  # fmt: skip
+    assert traffic.failures == [], traffic.failures[:5]
+    decision = scaled.get("lastScale") or {}
+    assert decision.get("toReplicas", 0) >= 2 and decision.get("load", 0) > 4, decision
+    pods = platform.tenant_pods(f"modelops.dev/modeldeployment={name}")
+    assert len([p for p in pods if p["status"].get("phase") == "Running"]) >= 2, pods
+    _wait_deployment(
+        platform, name, "scale-down when idle",
+        lambda s: s.get("desiredReplicas") == 1 and s.get("replicas") == 1,
+    )  # fmt: skip
+
+
+def test_new_shards_promote_a_fine_tuned_version(platform: Platform) -> None:
+    """The update looks at the data from scan pods in the tenant's namespace (the operator
+    has no store mount), fine-tunes the serving version on a landed shard, evaluates both
+    versions in a Job and promotes the candidate."""
+    update = platform.example("incrementalupdate.yaml")
+    update["spec"]["detect"]["intervalSeconds"] = 10
+    update["spec"]["strategy"]["epochs"] = 3
+    # The holdout has 360 rows: one row is 0.003 of accuracy. The gate's arithmetic is
+    # covered by unit tests; here a fine-tune must not lose a handful of rows.
+    update["spec"]["promotion"]["maxRegression"] = 0.03
+    platform.apply(update, platform.tenant)
+    name = update["metadata"]["name"]
+
+    def status() -> dict[str, Any]:
+        got: dict[str, Any] = (
+            platform.get("incrementalupdate", name, "-n", platform.tenant).get("status") or {}
+        )
+        return got
+
+    def watching() -> dict[str, Any] | None:
+        now = status()
+        return now if (now.get("lastSnapshot") or {}).get("shards") == 3 else None
+
+    try:
+        first = poll("the first look at the data", watching, timeout=300)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nstatus: {status()}\n{platform.diagnostics()}") from exc
+    assert first.get("runs", 0) == 0, first  # nothing new since the serving version
+    train = platform.store / "data" / "digits" / "train"
+    shutil.copy(platform.store / "incoming" / HELD_BACK, train / HELD_BACK)
+    os.chmod(train / HELD_BACK, 0o666)
+
+    def decided() -> dict[str, Any] | None:
+        now = status()
+        history = now.get("history") or []
+        return history[-1] if history else None
+
+    try:
+        record = poll("the update run's decision", decided, timeout=1200, every=5)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\nstatus: {status()}\n{platform.diagnostics()}") from exc
+    assert record["decision"] == "Promoted", record
+    assert record["delta"]["newShards"] == 1 and record["delta"]["newRows"] > 0, record
+    final = status()
+    assert final["promotedVersion"] == record["version"], final
+    assert final["lastSnapshot"]["shards"] == 4, final
+    # Each look was a pod of its own, removed once read.
+    jobs = platform.get("jobs", "-n", platform.tenant, "-l", "modelops.dev/role=scan")["items"]
+    assert len(jobs) <= 1, [j["metadata"]["name"] for j in jobs]
+    stored = platform.store / "models" / "digits" / f"v{record['version']}"
+    assert (stored / "model.safetensors").exists(), list(stored.iterdir())
+
+
 def test_a_killed_worker_is_replaced_and_training_resumes_from_the_checkpoint(
     platform: Platform,
 ) -> None:
     job = platform.example("trainingjob.yaml")
     job["metadata"]["name"] = "digits-resume"
     job["spec"]["output"]["modelName"] = "digits-resume"
-    job["spec"]["training"]["epochs"] = 40
+    # Long enough (about 0.6 s an epoch here) that the kill lands well before the end:
+    # progress reaches the status every few seconds, and Ray notices a lost node in seconds.
+    job["spec"]["training"]["epochs"] = 150
     job["spec"]["training"].pop("earlyStopping", None)
     job["spec"]["resources"].update({"cpusPerWorker": "500m", "memoryPerWorker": "2Gi"})
     platform.apply(job, platform.tenant)
@@ -470,6 +603,27 @@ def _holdout(folder: Path) -> tuple[Any, list[int]]:
     return features, labels
 
 
+def _infer(base: str, input_name: str, features: Any) -> dict[str, Any]:
+    body = {
+        "inputs": [
+            {
+                "name": input_name,
+                "shape": list(features.shape),
+                "datatype": "FP32",
+                "data": features.ravel().tolist(),
+            }
+        ]
+    }
+    request = urllib.request.Request(
+        base + "/infer",
+        data=json.dumps(body).encode(),
+        headers={"content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        answer: dict[str, Any] = json.load(resp)
+    return answer
+
+
 def _class_indices(answer: dict[str, Any]) -> list[int]:
     outputs = {o["name"]: o for o in answer["outputs"]}
     for output in outputs.values():
@@ -479,3 +633,113 @@ def _class_indices(answer: dict[str, Any]) -> list[int]:
     rows, cols = probs["shape"]
     data = probs["data"]
     return [max(range(cols), key=lambda j: data[i * cols + j]) for i in range(rows)]
+
+
+class Traffic:
+    """Requests through the Service at a steady rate, from a thread, with ground truth.
+
+    Each answer's request id gets the true labels back as feedback (the accuracy the canary
+    gate reads); answers are counted by the version that served them.
+    """
+
+    def __init__(self, platform: Platform, name: str, rps: float, feedback: bool = True) -> None:
+        service = platform.get("service", name, "-n", platform.tenant)
+        port = service["spec"]["ports"][0]["port"]
+        self.base = f"http://{service['spec']['clusterIP']}:{port}/v2/models/{name}"
+        with urllib.request.urlopen(self.base, timeout=10) as resp:
+            self.input_name = json.load(resp)["inputs"][0]["name"]
+        self.features, self.labels = _holdout(platform.store / "data" / "digits" / "holdout")
+        self.interval = 1.0 / rps
+        self.feedback = feedback
+        self.versions: dict[int, int] = {}
+        self.failures: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Traffic:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _post(self, path: str, body: dict[str, Any]) -> tuple[dict[str, Any], str]:
+        """The answer and the feedback id the server issued for it."""
+        request = urllib.request.Request(
+            self.base + path,
+            data=json.dumps(body).encode(),
+            headers={"content-type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as resp:
+            answer: dict[str, Any] = json.load(resp)
+            feedback_id = resp.headers.get("x-feedback-id", "")
+        return answer, feedback_id
+
+    def _run(self) -> None:
+        rows = len(self.labels)
+        start = 0
+        while not self._stop.is_set():
+            began = time.monotonic()
+            picked = [(start + i) % rows for i in range(8)]
+            start = (start + 8) % rows
+            batch = self.features[picked]
+            body = {
+                "inputs": [
+                    {"name": self.input_name, "shape": list(batch.shape), "datatype": "FP32",
+                     "data": batch.ravel().tolist()}
+                ]
+            }  # fmt: skip
+            try:
+                answer, feedback_id = self._post("/infer", body)
+                version = int(answer.get("model_version") or 0)
+                self.versions[version] = self.versions.get(version, 0) + 1
+                if self.feedback:
+                    labels = [self.labels[i] for i in picked]
+                    self._post("/feedback", {"id": feedback_id, "labels": labels})
+            except Exception as error:  # counted, the test decides
+                self.failures.append(f"{type(error).__name__}: {error}")
+            self._stop.wait(max(0.0, self.interval - (time.monotonic() - began)))
+
+
+def _train_version(
+    platform: Platform, name: str, epochs: int, learning_rate: float | None = None
+) -> None:
+    """Another TrainingJob writing the next version of the `digits` model; waits for it."""
+    job = platform.example("trainingjob.yaml")
+    job["metadata"]["name"] = name
+    job["spec"]["training"]["epochs"] = epochs
+    job["spec"]["training"].pop("earlyStopping", None)
+    job["spec"]["training"].pop("schedule", None)
+    if learning_rate is not None:
+        job["spec"]["training"]["optimizer"]["learningRate"] = learning_rate
+    job["spec"]["resources"].update(
+        {"workers": 1, "cpusPerWorker": "500m", "memoryPerWorker": "2Gi"}
+    )
+    platform.apply(job, platform.tenant)
+
+    def finished() -> dict[str, Any] | None:
+        status = platform.get("trainingjob", name, "-n", platform.tenant).get("status") or {}
+        if status.get("phase") == "Failed":
+            raise AssertionError(f"{name} failed: {status}")
+        return status if status.get("phase") == "Succeeded" else None
+
+    try:
+        poll(f"TrainingJob {name} Succeeded", finished, timeout=900)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{platform.diagnostics()}") from exc
+
+
+def _wait_deployment(
+    platform: Platform, name: str, what: str, ready: Callable[[dict[str, Any]], bool]
+) -> dict[str, Any]:
+    def check() -> dict[str, Any] | None:
+        obj = platform.get("modeldeployment", name, "-n", platform.tenant)
+        status: dict[str, Any] = obj.get("status") or {}
+        return status if ready(status) else None
+
+    try:
+        return poll(what, check, timeout=600)
+    except AssertionError as exc:
+        status = platform.get("modeldeployment", name, "-n", platform.tenant).get("status")
+        raise AssertionError(f"{exc}\nstatus: {status}\n{platform.diagnostics()}") from exc

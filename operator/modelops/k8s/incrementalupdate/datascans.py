@@ -130,11 +130,15 @@ def _message(pod: Mapping[str, Any]) -> str:
 def _failed(job: Mapping[str, Any]) -> str | None:
     for condition in (job.get("status") or {}).get("conditions") or ():
         if condition.get("type") == "Failed" and condition.get("status") == "True":
-            return f"{condition.get('reason', 'Failed')}: {condition.get('message', '')}".rstrip(": ")
+            return f"{condition.get('reason', 'Failed')}: {condition.get('message', '')}".rstrip(
+                ": "
+            )
     return None
 
 
-def scan_outcome(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> datascan.ScanOutcome | None:
+def scan_outcome(
+    job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]
+) -> datascan.ScanOutcome | None:
     """What a finished scan Job reported; None while it runs (pure)."""
     done = [p for p in pods if (p.get("status") or {}).get("phase") in ("Succeeded", "Failed")]
     for pod in done:

@@ -13,6 +13,7 @@ from modelops.k8s.controller.wiring import Daemon, register
 from modelops.k8s.incrementalupdate import names
 from modelops.k8s.incrementalupdate.builders import EvaluationSettings
 from modelops.k8s.incrementalupdate.controller import UpdateController
+from modelops.k8s.incrementalupdate.datascans import ROLE_SCAN, JobScanner
 from modelops.k8s.incrementalupdate.reconcile import Reconciler, UpdateSettings
 from modelops.k8s.kube import Kube
 from modelops.k8s.metrics import METRICS
@@ -21,6 +22,11 @@ _EVALUATION: dict[str, Any] = {
     names.LABEL_MANAGED_BY: names.MANAGED_BY,
     names.LABEL_UPDATE: kopf.PRESENT,
     names.LABEL_ROLE: names.ROLE_EVALUATION,
+}
+_SCAN: dict[str, Any] = {
+    names.LABEL_MANAGED_BY: names.MANAGED_BY,
+    names.LABEL_UPDATE: kopf.PRESENT,
+    names.LABEL_ROLE: ROLE_SCAN,
 }
 
 
@@ -34,7 +40,9 @@ def start_incrementalupdates(memo: Any, **_: Any) -> None:
         ),
         resync_seconds=memo.options.resync_seconds,
     )
-    memo.incrementalupdates = UpdateController(Reconciler(kube, settings, METRICS), METRICS)
+    scanner = JobScanner(kube) if config.data_access == "job" else None
+    reconciler = Reconciler(kube, settings, METRICS, scanner=scanner)
+    memo.incrementalupdates = UpdateController(reconciler, METRICS)
 
 
 def _wake_owner(namespace: str | None, labels: kopf.Labels, memo: Any) -> None:
@@ -69,3 +77,13 @@ def _loops(memo: Any) -> ObjectLoops | None:
 
 
 register(names.PLURAL, "incrementalupdate", _loops, _run)
+
+
+@kopf.on.event("batch", "v1", "jobs", labels=_SCAN)
+def scan_job_event(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
+    _wake_owner(namespace, labels, memo)
+
+
+@kopf.on.event("pods", labels=_SCAN)
+def scan_pod_event(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
+    _wake_owner(namespace, labels, memo)

@@ -35,7 +35,7 @@ from modelops.api.training import TrainingJobSpec
 from modelops.api.update import IncrementalUpdateSpec, IncrementalUpdateStatus
 from modelops.api.validation import problems_from_error
 from modelops.k8s.controller.status import Clock, Outcome, StatusWriter, utc_now
-from modelops.k8s.incrementalupdate import builders, data, names, observe
+from modelops.k8s.incrementalupdate import builders, data, datascans, names, observe
 from modelops.k8s.kube import ApiError, Kube, custom_path, manifest_path, namespaced_path
 from modelops.k8s.metrics import OperatorMetrics
 from modelops.lifecycle.update import plan_blocked, plan_refused, plan_update
@@ -67,11 +67,15 @@ class Reconciler:
         metrics: OperatorMetrics,
         source: data.DataSource | None = None,
         clock: Clock = utc_now,
+        scanner: datascans.JobScanner | None = None,
     ) -> None:
         self.kube = kube
         self.settings = settings
         self.metrics = metrics
         self.data: data.DataSource = source or data.RuntimeData()
+        # With a scanner the data is looked at by a pod in the update's namespace
+        # (`dataAccess: job`); without one, by this process.
+        self.scanner = scanner
         self.clock = clock
         self.status = StatusWriter(kube, metrics, names.KIND)
         # Per update uid: when its data was last scanned. The status keeps the time of the
@@ -153,7 +157,10 @@ class Reconciler:
         )
         plan = plan_update(observed)
         if plan.scan_due:
-            observed = self._scan(ctx, observed, plan.scan_baseline)
+            scanned = self._scan(ctx, observed, plan.scan_baseline)
+            if scanned is None:  # a scan pod is still looking: its events wake us sooner
+                return replace(plan, scan_due=False, requeue_after=datascans.POLL_SECONDS)
+            observed = scanned
             plan = plan_update(observed)
         if plan.create is not None:
             plan = self._create(ctx, observed, plan)
@@ -182,10 +189,21 @@ class Reconciler:
 
     def _scan(
         self, ctx: builders.UpdateContext, observed: Observed, baseline: int | None
-    ) -> Observed:
+    ) -> Observed | None:
+        """The data against the serving version's snapshot; None while a scan pod runs."""
         recipe = ctx.recipe
         try:
-            found = data.scan(self.data, recipe.data, ctx.store, ctx.model, baseline)
+            if self.scanner is not None:
+                found = self.scanner.scan(ctx, baseline)
+                if found is None:
+                    return None
+            else:
+                found = data.scan(self.data, recipe.data, ctx.store, ctx.model, baseline)
+        except datascans.ScanFailed as error:  # the scan pod said why
+            log.warning("%s/%s: %s", ctx.namespace, ctx.name, error)
+            return replace(observed, scan_error=str(error))
+        except ApiError:
+            raise  # the API server, not the data: the loop backs off and retries
         except Exception as error:  # a missing folder, an unreachable store: say so, retry
             message = f"listing {recipe.data.uri}: {type(error).__name__}: {error}"
             log.warning("%s/%s: %s", ctx.namespace, ctx.name, message)
