@@ -53,7 +53,9 @@ class OperatorProcess:
         self.name = name or f"operator-{uuid.uuid4().hex[:8]}"
         self.webhook = webhook
         self.extra_args = list(extra_args)
-        self.env = env or {}
+        # KWOK pods run no server: the tests point the operator at theirs by annotation,
+        # which an operator honours only when started so.
+        self.env = {"MODELOPS_ENDPOINT_OVERRIDES": "1", **(env or {})}
         self.metrics_port, self.health_port, self.webhook_port = controlplane.free_ports(3)
         LOG_ROOT.mkdir(parents=True, exist_ok=True)
         self.log_path = LOG_ROOT / f"{self.name}.log"

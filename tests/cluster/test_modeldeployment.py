@@ -393,3 +393,67 @@ def test_a_stale_status_write_is_refused_and_recomputed_so_rollbacks_survive(
     assert status["rollbacks"] == [rollback]
     assert status.get("observedGeneration") == current["metadata"]["generation"]
     assert status.get("conditions"), "the recomputed pass wrote its status"
+
+
+class _Capture:
+    """An HTTP server on loopback that records every request it gets (path, headers)."""
+
+    def __init__(self) -> None:
+        import http.server
+        import threading
+
+        seen: list[tuple[str, str]] = []
+        self.requests = seen
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _record(self) -> None:
+                seen.append((self.path, self.headers.get("Authorization") or ""))
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+            do_GET = do_PUT = _record
+
+            def log_message(self, *_: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_tenants_metrics_endpoints_annotation_is_ignored_by_default(
+    control_plane: Any, namespace: str, mds: Deployments, store: str
+) -> None:
+    """The annotation would send the operator's scrapes and admin calls (with the admin
+    token) to any address: only an operator started with MODELOPS_ENDPOINT_OVERRIDES
+    honours it, and the chart never sets that."""
+    capture = _Capture()
+    env = {"MODELOPS_ENDPOINT_OVERRIDES": "", "MODELOPS_ADMIN_TOKEN": "the-admin-token"}
+    try:
+        with running_operator(
+            control_plane, [namespace], name=f"md-nooverride-{namespace}", env=env
+        ) as operator:
+            mds.create(
+                manifest(
+                    "captured",
+                    store,
+                    [f"127.0.0.1:{capture.port}"],
+                    autoscaling={"enabled": True, "intervalSeconds": 1},
+                )
+            )
+            mds.wait("a status", "captured", lambda s: bool(s.get("phase")), timeout=60)
+            wait_for(
+                "the operator's warning",
+                lambda: "ignoring modelops.dev/metrics-endpoints" in operator.log_path.read_text(),
+                timeout=30,
+            )
+            time.sleep(3)  # several loop intervals
+            assert capture.requests == [], capture.requests
+    finally:
+        capture.close()

@@ -23,6 +23,10 @@ def _data_access(value: str) -> str:
     return value
 
 
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes")
+
+
 @dataclass(frozen=True)
 class OperatorConfig:
     """What the operator needs to know about its environment."""
@@ -37,6 +41,10 @@ class OperatorConfig:
     # Where IncrementalUpdates list their data: "operator" (this process) or "job" (a scan
     # pod in the update's namespace, with the tenant's store access).
     data_access: str = "operator"
+    # Honour `modelops.dev/metrics-endpoints` on ModelDeployments. Off unless the operator
+    # is started so (the test control plane, whose KWOK pods run no server): from a
+    # tenant's object it would point the operator's scrapes and admin calls anywhere.
+    endpoint_overrides: bool = False
     metrics_port: int = 8080
     health_port: int = 8081
     webhook_port: int = 9443
@@ -70,6 +78,7 @@ class OperatorConfig:
             ray_head_cpu=env("MODELOPS_RAY_HEAD_CPU") or cls.ray_head_cpu,
             ray_head_memory=env("MODELOPS_RAY_HEAD_MEMORY") or cls.ray_head_memory,
             data_access=_data_access(env("MODELOPS_DATA_ACCESS") or cls.data_access),
+            endpoint_overrides=_flag(env("MODELOPS_ENDPOINT_OVERRIDES")),
             metrics_port=int(env("MODELOPS_METRICS_PORT", str(cls.metrics_port))),
             health_port=int(env("MODELOPS_HEALTH_PORT", str(cls.health_port))),
             webhook_port=int(env("MODELOPS_WEBHOOK_PORT", str(cls.webhook_port))),

@@ -93,6 +93,8 @@ class Shared:
     session: aiohttp.ClientSession
     # What tenants may name (Prometheus URLs among them), from the operator's config.
     policy: TenancyPolicy = field(default_factory=TenancyPolicy)
+    # Whether the metrics-endpoints annotation is honoured (OperatorConfig.endpoint_overrides).
+    endpoint_overrides: bool = False
     status: StatusWriter = field(init=False)
 
     def __post_init__(self) -> None:
@@ -173,6 +175,7 @@ class ServingLoop:
         # our own scale write left it (a write of ours does not make the pass stale).
         self._version: str | None = None
         self._pass_body: Mapping[str, Any] = {}
+        self._override_ignored = False  # warned once per loop
 
     # -- one pass -------------------------------------------------------------------------
 
@@ -261,12 +264,19 @@ class ServingLoop:
     ) -> tuple[list[Endpoint], Snapshot]:
         source = spec.autoscaling.metrics_source
         annotations: Mapping[str, str] = meta.get("annotations") or {}
+        override = annotations.get(names.ANNOTATION_METRICS_ENDPOINTS)
+        if override is not None and not self.shared.endpoint_overrides:
+            if not self._override_ignored:
+                log.warning(
+                    "%s/%s: ignoring %s: the operator reads only its own pods' addresses",
+                    self.namespace,
+                    self.name,
+                    names.ANNOTATION_METRICS_ENDPOINTS,
+                )
+                self._override_ignored = True
+            override = None
         try:
-            endpoints = discover(
-                self.views.pods(),
-                source.pod_metrics_port,
-                annotations.get(names.ANNOTATION_METRICS_ENDPOINTS),
-            )
+            endpoints = discover(self.views.pods(), source.pod_metrics_port, override)
         except EndpointsError as error:
             log.warning(
                 "%s/%s: %s: %s",

@@ -67,6 +67,7 @@ async def start_modeldeployments(memo: Any, **_: Any) -> None:
         executor=loops.executor,
         session=aiohttp.ClientSession(),
         policy=config.policy(),
+        endpoint_overrides=config.endpoint_overrides,
     )
     memo.serving = Serving(shared, loops)
 

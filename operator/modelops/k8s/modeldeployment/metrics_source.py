@@ -17,7 +17,10 @@ ModelDeployment then says where the servers are:
 - `'{"digits-server-5d9c-abcde": "10.0.0.7:8080"}'`: per pod, by pod name; pods
   not named use their IP.
 
-The same addresses serve the admin routing calls of the rollout.
+The same addresses serve the admin routing calls of the rollout. The controller
+passes the annotation here only when the operator was started with
+MODELOPS_ENDPOINT_OVERRIDES (never from the chart): from a tenant it would aim the
+operator's requests anywhere. Answers are read with a ceiling (controller.bounded).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 
 import aiohttp
 
+from modelops.k8s.controller import bounded
 from modelops.k8s.modeldeployment.samples import (
     WANTED,
     Reading,
@@ -123,8 +127,8 @@ async def scrape(
                 if response.status != 200:
                     log.debug("scrape %s: HTTP %s", endpoint.address, response.status)
                     return endpoint.name, None
-                text = await response.text()
-        except (aiohttp.ClientError, TimeoutError, OSError) as error:
+                text = await bounded.read_text(response, bounded.METRICS_LIMIT)
+        except (aiohttp.ClientError, TimeoutError, OSError, bounded.TooLarge) as error:
             log.debug("scrape %s: %s", endpoint.address, error)
             return endpoint.name, None
         return endpoint.name, parse_exposition(text, model)
@@ -175,7 +179,9 @@ class PrometheusError(RuntimeError):
 async def _instant(session: aiohttp.ClientSession, url: str, query: str) -> list[dict[str, Any]]:
     endpoint = f"{url.rstrip('/')}/api/v1/query"
     async with session.get(endpoint, params={"query": query}, timeout=QUERY_TIMEOUT) as response:
-        payload = await response.json(content_type=None)
+        payload = await bounded.read_json(response, bounded.QUERY_LIMIT)
+    if not isinstance(payload, dict):
+        raise PrometheusError(f"{query}: not a Prometheus answer")
     if payload.get("status") != "success":
         raise PrometheusError(f"{query}: {payload.get('error', payload)}")
     result: list[dict[str, Any]] = payload["data"]["result"]

@@ -25,6 +25,7 @@ from typing import Any
 
 import aiohttp
 
+from modelops.k8s.controller import bounded
 from modelops.k8s.modeldeployment.metrics_source import Endpoint
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,10 @@ def _headers() -> dict[str, str]:
 
 async def _answer(response: aiohttp.ClientResponse, what: str) -> dict[str, Any]:
     """The JSON object of a 200 answer; anything else is an error naming what came back."""
-    text = await response.text()
+    try:
+        text = await bounded.read_text(response, bounded.ANSWER_LIMIT)
+    except bounded.TooLarge as error:
+        raise RuntimeError(f"{what}: HTTP {response.status}: {error}") from error
     try:
         body = json.loads(text) if text else None
     except ValueError:
