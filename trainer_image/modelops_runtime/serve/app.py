@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from prometheus_client import disable_created_metrics
 
-from modelops_runtime.serve.config import ServeConfig, stable_spec
+from modelops_runtime.serve.config import ServeConfig, peers, stable_spec
 from modelops_runtime.serve.dataplane import DataPlane
 from modelops_runtime.serve.http import HttpServer
 from modelops_runtime.serve.metrics import ServeMetrics
@@ -47,7 +47,11 @@ def build(config: ServeConfig) -> tuple[DataPlane, HttpServer]:
         timeout_s=config.timeout_ms / 1000.0,
     )
     dataplane = DataPlane(
-        registry, metrics, feedback_capacity=config.feedback_capacity, accuracy_window=config.accuracy_window
+        registry,
+        metrics,
+        feedback_capacity=config.feedback_capacity,
+        accuracy_window=config.accuracy_window,
+        peers=peers(config),
     )
     server = HttpServer(
         RestAdapter(dataplane),

@@ -7,9 +7,11 @@ ModelDeployment resource agree on what an omitted field means.
 from __future__ import annotations
 
 import argparse
+import os
 from dataclasses import dataclass
 
 from modelops.api.deployment import BatchingSpec
+from modelops_runtime.serve.peers import Peers
 from modelops_runtime.serve.registry import VersionSpec, parse_members
 
 _DEFAULTS = BatchingSpec()
@@ -40,6 +42,10 @@ class ServeConfig:
     gil_switch_ms: float
     header_timeout_s: float = 10.0
     grpc_port: int | None = None
+    advertise_address: str | None = None
+    peers: str | None = None
+    peers_dns: str | None = None
+    peers_any_port: bool = False
 
 
 def build_parser(prog: str = "python -m modelops_runtime serve") -> argparse.ArgumentParser:
@@ -51,6 +57,13 @@ def build_parser(prog: str = "python -m modelops_runtime serve") -> argparse.Arg
     parser.add_argument("--port", type=int, default=8080, help="Port (0 picks a free one).")
     parser.add_argument("--grpc-port", type=int, default=None,
                         help="Port of the OIP gRPC service (0 picks a free one); off when omitted.")
+    replicas = parser.add_argument_group("replicas (feedback reaches the replica that answered)")
+    replicas.add_argument("--advertise-address", default=os.environ.get("MODELOPS_ADVERTISE_ADDRESS"),
+                          help="host:port peers reach this server at; feedback ids then name it.")
+    replicas.add_argument("--peers", help="Peers' host:port, comma-separated.")
+    replicas.add_argument("--peers-dns", help="A name whose addresses are the peers (a headless Service).")
+    replicas.add_argument("--peers-any-port", action="store_true",
+                          help="Peers found by --peers-dns may listen on any port (replicas on one host).")
     batching = parser.add_argument_group("batching")
     batching.add_argument("--max-batch-size", type=int, default=_DEFAULTS.max_batch_size)
     batching.add_argument("--max-wait-ms", type=float, default=_DEFAULTS.max_wait_ms)
@@ -94,7 +107,17 @@ def parse_config(argv: list[str]) -> ServeConfig:
     for name, value in (("--max-batch-size", args.max_batch_size), ("--max-queue", args.max_queue)):
         if value < 1:
             raise SystemExit(f"{name} must be at least 1")
+    if (args.peers or args.peers_dns) and not args.advertise_address:
+        raise SystemExit("--peers and --peers-dns need --advertise-address")
     return ServeConfig(**{k: v for k, v in vars(args).items()})
+
+
+def peers(config: ServeConfig) -> Peers | None:
+    """Who this server forwards feedback to; None when it runs alone."""
+    if config.advertise_address is None or not (config.peers or config.peers_dns):
+        return None
+    static = frozenset(a.strip() for a in (config.peers or "").split(",") if a.strip())
+    return Peers(config.advertise_address, static, config.peers_dns, config.peers_any_port)
 
 
 def stable_spec(config: ServeConfig, resolved: int | None) -> VersionSpec:

@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import aiohttp
 import numpy as np
 
 from modelops.api.artifact import ModelCard
@@ -41,6 +42,7 @@ from modelops_runtime.serve.feedback import (
     parse_labels,
 )
 from modelops_runtime.serve.metrics import LiveState, ServeMetrics
+from modelops_runtime.serve.peers import Peers, address_of, forward
 from modelops_runtime.serve.registry import (
     LoadedVersion,
     ModelRegistry,
@@ -92,8 +94,13 @@ class DataPlane:
         *,
         feedback_capacity: int,
         accuracy_window: int,
+        peers: Peers | None = None,
     ) -> None:
         self.model = registry.model
+        # With peers, feedback ids name this server and feedback for a peer's id is
+        # forwarded there (serve.peers): behind a Service it lands on any replica.
+        self.peers = peers
+        self._session: aiohttp.ClientSession | None = None
         self.registry = registry
         self.metrics = metrics
         self.routing: Routing | None = None
@@ -197,7 +204,8 @@ class DataPlane:
         return InferResult(answer, label, feedback_id)
 
     def _new_id(self) -> str:
-        return secrets.token_urlsafe(16)
+        token = secrets.token_urlsafe(16)
+        return self.peers.new_id(token) if self.peers is not None else token
 
     def _mirror(
         self, label: str, rows: np.ndarray, primary: asyncio.Future[protocol.Outputs], record: Served
@@ -236,8 +244,12 @@ class DataPlane:
 
     # -- feedback ------------------------------------------------------------
 
-    def feedback(self, name: str, body: bytes) -> dict[str, Any]:
-        """Take ground-truth labels for earlier request ids (one object or a list)."""
+    async def feedback(self, name: str, body: bytes, forwarded: bool = False) -> dict[str, Any]:
+        """Take ground-truth labels for earlier request ids (one object or a list).
+
+        Ids another replica issued go to that replica (once: `forwarded` requests are
+        answered from this server's own log only).
+        """
         self._check(name)
         payload = protocol.loads_any(body, "feedback")
         items = payload if isinstance(payload, list) else [payload]
@@ -246,10 +258,15 @@ class DataPlane:
         card = self.registry.get(self.routing.stable).card
         parsed = [parse_labels(item, card) for item in items]  # validate all before applying
         accepted, unknown = 0, []
-        for request_id, labels in parsed:
+        remote: dict[str, list[Any]] = {}
+        for item, (request_id, labels) in zip(items, parsed, strict=True):
             record = self._log.get(request_id)
             if record is None or record.predictions is None:
-                unknown.append(request_id)
+                peer = None if forwarded else await self._peer_of(request_id)
+                if peer is not None:
+                    remote.setdefault(peer, []).append(item)
+                else:
+                    unknown.append(request_id)
                 continue
             if len(labels) != len(record.predictions):
                 raise InvalidInput(
@@ -261,9 +278,28 @@ class DataPlane:
                 self._score(record.shadow_version, card, record.shadow_predictions, labels)
             self._log.forget(request_id)  # once: a replay cannot weigh one answer many times
             accepted += 1
+        if remote:
+            session = self._http()
+            answers = await asyncio.gather(
+                *(forward(session, peer, name, batch) for peer, batch in remote.items())
+            )
+            for answer in answers:
+                accepted += answer["accepted"]
+                unknown += answer["unknown"]
         if not isinstance(payload, list) and unknown:
             raise NotFound(f"no recent prediction with id '{unknown[0]}' (it may have been evicted)")
         return {"accepted": accepted, "unknown": unknown}
+
+    async def _peer_of(self, request_id: str) -> str | None:
+        if self.peers is None or self.peers.is_own(request_id):
+            return None
+        address = address_of(request_id)
+        return address if address is not None and await self.peers.peer(address) else None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession()
+        return self._session
 
     def _score(self, version: str, card: Any, predictions: np.ndarray, labels: np.ndarray) -> None:
         score = self._quality.setdefault(version, RollingScore(self._window))
@@ -399,3 +435,5 @@ class DataPlane:
         self.draining = True
         for label in list(self.registry.versions):
             await self.registry.retire(label)
+        if self._session is not None:
+            await self._session.close()

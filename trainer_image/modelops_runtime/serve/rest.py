@@ -33,6 +33,7 @@ from modelops_runtime.serve.dataplane import DataPlane
 from modelops_runtime.serve.errors import MethodNotAllowed, NotFound, ServeError, Unauthorized
 from modelops_runtime.serve.http import Request, Response
 from modelops_runtime.serve.metrics import CONTENT_TYPE
+from modelops_runtime.serve.peers import FORWARDED
 from modelops_runtime.serve.protocol import dumps
 
 SERVER_NAME = "modelops"
@@ -114,7 +115,8 @@ class RestAdapter:
             return Response(200 if ready else 503, dumps({"name": name, "ready": ready}))
         if action == "feedback" and version is None:
             _allow(request, "POST")
-            return Response(200, dumps(plane.feedback(name, request.body)))
+            forwarded = request.headers.get(FORWARDED) == "1"
+            return Response(200, dumps(await plane.feedback(name, request.body, forwarded)))
         raise NotFound(f"no such path: {request.path}")
 
     async def _live(self, request: Request) -> Response:
