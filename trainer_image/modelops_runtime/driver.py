@@ -36,7 +36,6 @@ from typing import IO, Any
 
 from modelops.api.artifact import SnapshotManifest
 from modelops.api.training import TrainingJob
-from modelops.lifecycle.training import checkpoint_uri, version_uri
 from modelops.lifecycle.training_report import (
     TERMINATION_MESSAGE_LIMIT,
     TrainingResult,
@@ -44,6 +43,7 @@ from modelops.lifecycle.training_report import (
     encode_progress,
     snapshot_summary,
 )
+from modelops.lifecycle.training_rules import checkpoint_uri, version_uri
 
 PROGRESS_MARKER = "MODELOPS_PROGRESS "
 RESULT_MARKER = "MODELOPS_RESULT "

@@ -1,10 +1,12 @@
-"""TrainingJob: how a model version is trained (architecture, data, recipe, search, resources)."""
+"""TrainingJob: how a model version is trained (architecture, data, recipe, search, resources).
+
+The parts of the spec live in their own modules (network, data, recipe, search) and the
+status in training_status; they are re-exported here, where every user imports them.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
-from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Literal
 
 from pydantic import Field
 
@@ -16,347 +18,39 @@ from modelops.api.base import (
     STORE_URI_PATTERN,
     ApiModel,
     CelRule,
-    Condition,
     ObjectMeta,
     SchedulingSpec,
     TransitionRule,
 )
-
-RECURRENT = ("rnn", "gru", "lstm")
-
-
-# Widest hidden layer: 16 layers of this width are ~4G weights, far past one GPU's memory,
-# so no legitimate spec needs more and a huge width cannot be used to exhaust a node.
-MAX_LAYER_WIDTH = 16384
-
-
-class Architecture(StrEnum):
-    MLP = "mlp"
-    RNN = "rnn"
-    GRU = "gru"
-    LSTM = "lstm"
-
-
-class Task(StrEnum):
-    CLASSIFICATION = "classification"
-    REGRESSION = "regression"
-    FORECASTING = "forecasting"
-
-
-class Activation(StrEnum):
-    RELU = "relu"
-    SIGMOID = "sigmoid"
-    TANH = "tanh"
-    GELU = "gelu"
-
-
-class ModelSpec(ApiModel):
-    """The network to train and the task it solves."""
-
-    cel_rules = (
-        CelRule(
-            rule="!self.bidirectional || self.architecture != 'mlp'",
-            message="bidirectional applies to rnn, gru and lstm only",
-            check=lambda m: not m.bidirectional or m.architecture != Architecture.MLP,
-            field="bidirectional",
-        ),
-    )
-
-    architecture: Architecture = Field(description="Network family: mlp, rnn, gru or lstm.")
-    task: Task = Field(
-        default=Task.CLASSIFICATION,
-        description="classification (softmax or sigmoid output), regression, or forecasting "
-        "(a window of a series to the next value or values).",
-    )
-    hidden_layers: list[Annotated[int, Field(ge=1, le=MAX_LAYER_WIDTH)]] = Field(
-        default_factory=lambda: [128, 64],
-        max_length=16,
-        description="Widths of the hidden layers of an MLP.",
-    )
-    activation: Activation = Field(
-        default=Activation.RELU, description="Activation of the MLP's hidden layers."
-    )
-    dropout: float = Field(default=0.0, ge=0.0, lt=1.0, description="Dropout probability.")
-    batch_norm: bool = Field(default=False, description="Batch normalisation after hidden layers.")
-    hidden_size: int = Field(
-        default=64, ge=1, le=8192, description="Hidden state size of an RNN, GRU or LSTM."
-    )
-    num_layers: int = Field(
-        default=1, ge=1, le=16, description="Stacked recurrent layers of an RNN, GRU or LSTM."
-    )
-    bidirectional: bool = Field(
-        default=False, description="Run the recurrent layers in both directions."
-    )
-    num_classes: int | None = Field(
-        default=None,
-        ge=2,
-        le=100000,
-        description="Classes of a classifier; inferred from the training data when omitted.",
-    )
-
-
-class DataFormat(StrEnum):
-    PARQUET = "parquet"
-    CSV = "csv"
-
-
-class SequenceSpec(ApiModel):
-    """How a time series is cut into windows for forecasting."""
-
-    cel_rules = (
-        CelRule(
-            rule="self.stride <= self.window",
-            message="stride must not exceed window",
-            check=lambda s: s.stride <= s.window,
-            field="stride",
-        ),
-    )
-
-    column: str = Field(min_length=1, max_length=256, description="Column holding the series.")
-    window: int = Field(ge=2, le=100000, description="Past steps the model sees.")
-    horizon: int = Field(default=1, ge=1, le=10000, description="Future steps it predicts.")
-    stride: int = Field(default=1, ge=1, description="Steps between the starts of two windows.")
-
-
-class DataSpec(ApiModel):
-    """Where the training data lives and how to read it."""
-
-    cel_rules = (
-        CelRule(
-            rule="has(self.label) || has(self.sequence)",
-            message="set label (classification, regression) or sequence (forecasting)",
-            check=lambda d: d.label is not None or d.sequence is not None,
-            field="label",
-        ),
-    )
-
-    uri: str = Field(
-        max_length=2048,
-        pattern=STORE_URI_PATTERN,
-        description="Folder or prefix of shard files: file:///path or s3://bucket/prefix.",
-    )
-    format: DataFormat = Field(default=DataFormat.PARQUET, description="Shard file format.")
-    features: list[str] = Field(
-        default_factory=list,
-        max_length=100000,
-        description="Feature columns; every column but the label when empty.",
-    )
-    label: str | None = Field(
-        default=None, min_length=1, max_length=256, description="Label column."
-    )
-    sequence: SequenceSpec | None = Field(
-        default=None, description="Windowing of a time series, for forecasting."
-    )
-    validation_split: float = Field(
-        default=0.2, gt=0.0, lt=1.0, description="Fraction of rows held out for validation."
-    )
-    holdout_uri: str | None = Field(
-        default=None,
-        max_length=2048,
-        pattern=STORE_URI_PATTERN,
-        description="Separate evaluation shards; the validation split is used when omitted.",
-    )
-
-
-class Loss(StrEnum):
-    CROSS_ENTROPY = "crossEntropy"
-    BINARY_CROSS_ENTROPY = "binaryCrossEntropy"
-    MSE = "mse"
-    MAE = "mae"
-    HUBER = "huber"
-
-
-class OptimizerName(StrEnum):
-    SGD = "sgd"
-    MOMENTUM = "momentum"
-    ADAGRAD = "adagrad"
-    RMSPROP = "rmsprop"
-    ADAM = "adam"
-    ADAMW = "adamw"
-
-
-class OptimizerSpec(ApiModel):
-    """The optimizer and its hyperparameters."""
-
-    cel_rules = (
-        CelRule(
-            rule="!self.nesterov || self.name == 'momentum'",
-            message="nesterov needs the momentum optimizer",
-            check=lambda o: not o.nesterov or o.name == OptimizerName.MOMENTUM,
-            field="nesterov",
-        ),
-    )
-
-    name: OptimizerName = Field(default=OptimizerName.ADAM, description="Optimizer.")
-    learning_rate: float = Field(default=1e-3, gt=0.0, le=10.0, description="Learning rate.")
-    momentum: float = Field(
-        default=0.9, ge=0.0, lt=1.0, description="Momentum factor (momentum, rmsprop)."
-    )
-    nesterov: bool = Field(default=False, description="Nesterov momentum (momentum only).")
-    weight_decay: float = Field(default=0.0, ge=0.0, le=1.0, description="L2 weight decay.")
-    beta1: float = Field(default=0.9, ge=0.0, lt=1.0, description="Adam first-moment decay.")
-    beta2: float = Field(default=0.999, ge=0.0, lt=1.0, description="Adam second-moment decay.")
-
-
-class ScheduleType(StrEnum):
-    CONSTANT = "constant"
-    STEP = "step"
-    COSINE = "cosine"
-
-
-class ScheduleSpec(ApiModel):
-    """Learning-rate schedule, applied per epoch after an optional linear warm-up."""
-
-    type: ScheduleType = Field(default=ScheduleType.CONSTANT, description="Schedule shape.")
-    warmup_epochs: int = Field(default=0, ge=0, le=1000, description="Linear warm-up epochs.")
-    step_size: int = Field(default=10, ge=1, description="Epochs between decays (step).")
-    gamma: float = Field(default=0.1, gt=0.0, le=1.0, description="Decay factor (step).")
-    min_learning_rate: float = Field(
-        default=0.0, ge=0.0, description="Floor of the cosine schedule."
-    )
-
-
-class Mode(StrEnum):
-    MIN = "min"
-    MAX = "max"
-
-
-class EarlyStoppingSpec(ApiModel):
-    """Stop when the monitored validation metric stops improving."""
-
-    metric: str = Field(
-        default="val_loss", min_length=1, max_length=64, description="Metric to monitor."
-    )
-    mode: Mode = Field(default=Mode.MIN, description="Whether lower or higher is better.")
-    patience: int = Field(default=3, ge=1, le=1000, description="Epochs without improvement.")
-    min_delta: float = Field(default=0.0, ge=0.0, description="Smallest change that counts.")
-
-
-class TrainingSpec(ApiModel):
-    """The training recipe."""
-
-    cel_rules = (
-        CelRule(
-            rule="!has(self.schedule) || self.schedule.warmupEpochs < self.epochs",
-            message="schedule.warmupEpochs must be less than epochs",
-            check=lambda t: t.schedule.warmup_epochs < t.epochs,
-            field="schedule",
-        ),
-    )
-
-    epochs: int = Field(default=10, ge=1, le=10000, description="Passes over the data.")
-    batch_size: int = Field(default=64, ge=1, le=1048576, description="Rows per step and worker.")
-    seed: int = Field(
-        default=0, ge=0, le=2**31 - 1, description="Seed of shuffling, splits and initialisation."
-    )
-    loss: Loss | None = Field(
-        default=None,
-        description="Loss; crossEntropy for classification and mse otherwise when omitted.",
-    )
-    optimizer: OptimizerSpec = Field(
-        default_factory=OptimizerSpec, description="Optimizer settings."
-    )
-    schedule: ScheduleSpec = Field(
-        default_factory=ScheduleSpec, description="Learning-rate schedule."
-    )
-    early_stopping: EarlyStoppingSpec | None = Field(
-        default=None, description="Early stopping; off when omitted."
-    )
-    mixed_precision: bool = Field(
-        default=True, description="Automatic mixed precision on GPU workers (ignored on CPU)."
-    )
-
-
-class ParamType(StrEnum):
-    CHOICE = "choice"
-    UNIFORM = "uniform"
-    LOG_UNIFORM = "logUniform"
-    INTEGER = "integer"
-
-
-class SearchParameter(ApiModel):
-    """One dimension of a hyperparameter search space."""
-
-    cel_rules = (
-        CelRule(
-            rule="self.type != 'choice' || (has(self.values) && size(self.values) > 0)",
-            message="a choice parameter needs values",
-            check=lambda p: p.type != ParamType.CHOICE or bool(p.values),
-            field="values",
-        ),
-        CelRule(
-            rule="self.type == 'choice' || (has(self.low) && has(self.high) && self.low < self.high)",
-            message="a range parameter needs low < high",
-            check=lambda p: (
-                p.type == ParamType.CHOICE
-                or (p.low is not None and p.high is not None and p.low < p.high)
-            ),
-            field="high",
-        ),
-        CelRule(
-            rule="self.type != 'logUniform' || (has(self.low) && self.low > 0.0)",
-            message="a logUniform parameter needs low > 0",
-            check=lambda p: p.type != ParamType.LOG_UNIFORM or (p.low is not None and p.low > 0),
-            field="low",
-        ),
-    )
-
-    path: str = Field(
-        max_length=128,
-        pattern=r"^(model|training)(\.[a-zA-Z][a-zA-Z0-9]*)+$",
-        description="Field of spec.model or spec.training to vary, e.g. "
-        "training.optimizer.learningRate.",
-    )
-    type: ParamType = Field(description="choice, uniform, logUniform or integer.")
-    values: list[str] | None = Field(
-        default=None,
-        max_length=1000,
-        description='Candidates of a choice, as strings parsed with YAML rules ("0.1", '
-        '"[64, 32]", "relu").',
-    )
-    low: float | None = Field(default=None, description="Lower bound of a range.")
-    high: float | None = Field(default=None, description="Upper bound of a range.")
-
-
-class EnsembleMethod(StrEnum):
-    MEAN = "mean"
-    VOTE = "vote"
-    WEIGHTED = "weighted"
-
-
-class SearchSpec(ApiModel):
-    """Hyperparameter search on Ray Tune; the best trial becomes the model version."""
-
-    cel_rules = (
-        CelRule(
-            rule="self.ensembleTopK <= self.trials",
-            message="ensembleTopK must not exceed trials",
-            check=lambda s: s.ensemble_top_k <= s.trials,
-            field="ensembleTopK",
-        ),
-        CelRule(
-            rule="self.maxConcurrent <= self.trials",
-            message="maxConcurrent must not exceed trials",
-            check=lambda s: s.max_concurrent <= s.trials,
-            field="maxConcurrent",
-        ),
-    )
-
-    trials: int = Field(ge=1, le=1000, description="Trials to run.")
-    max_concurrent: int = Field(default=1, ge=1, le=1000, description="Trials run at once.")
-    metric: str = Field(
-        default="val_loss", min_length=1, max_length=64, description="Metric that ranks trials."
-    )
-    mode: Mode = Field(default=Mode.MIN, description="Whether lower or higher is better.")
-    space: list[SearchParameter] = Field(
-        min_length=1, max_length=64, description="Dimensions of the search space."
-    )
-    ensemble_top_k: int = Field(
-        default=0, ge=0, le=64, description="Save the best k trials as one ensemble; 0 for none."
-    )
-    ensemble_method: EnsembleMethod = Field(
-        default=EnsembleMethod.MEAN, description="How the ensemble combines its members."
-    )
+from modelops.api.data import DataFormat as DataFormat
+from modelops.api.data import DataSpec as DataSpec
+from modelops.api.data import SequenceSpec as SequenceSpec
+from modelops.api.network import MAX_LAYER_WIDTH as MAX_LAYER_WIDTH
+from modelops.api.network import RECURRENT as RECURRENT
+from modelops.api.network import Activation as Activation
+from modelops.api.network import Architecture as Architecture
+from modelops.api.network import ModelSpec as ModelSpec
+from modelops.api.network import Task as Task
+from modelops.api.recipe import EarlyStoppingSpec as EarlyStoppingSpec
+from modelops.api.recipe import Loss as Loss
+from modelops.api.recipe import Mode as Mode
+from modelops.api.recipe import OptimizerName as OptimizerName
+from modelops.api.recipe import OptimizerSpec as OptimizerSpec
+from modelops.api.recipe import ScheduleSpec as ScheduleSpec
+from modelops.api.recipe import ScheduleType as ScheduleType
+from modelops.api.recipe import TrainingSpec as TrainingSpec
+from modelops.api.search import EnsembleMethod as EnsembleMethod
+from modelops.api.search import ParamType as ParamType
+from modelops.api.search import SearchParameter as SearchParameter
+from modelops.api.search import SearchSpec as SearchSpec
+from modelops.api.training_status import Attempt as Attempt
+from modelops.api.training_status import DataSnapshot as DataSnapshot
+from modelops.api.training_status import ModelVersionRef as ModelVersionRef
+from modelops.api.training_status import Progress as Progress
+from modelops.api.training_status import TrainingJobStatus as TrainingJobStatus
+from modelops.api.training_status import TrainingPhase as TrainingPhase
+from modelops.api.training_status import TrialResult as TrialResult
+from modelops.api.training_status import WorkerCounts as WorkerCounts
 
 
 class WorkerResources(SchedulingSpec):
@@ -496,104 +190,6 @@ class TrainingJobSpec(ApiModel):
         ge=0,
         description="Delete the job's pods this long after it finishes; kept when omitted.",
     )
-
-
-class TrainingPhase(StrEnum):
-    PENDING = "Pending"
-    PROVISIONING = "Provisioning"
-    RUNNING = "Running"
-    SUCCEEDED = "Succeeded"
-    FAILED = "Failed"
-
-
-class WorkerCounts(ApiModel):
-    """Workers ready against workers wanted."""
-
-    ready: int = Field(default=0, ge=0, description="Workers ready.")
-    desired: int = Field(default=0, ge=0, description="Workers wanted.")
-
-
-class Progress(ApiModel):
-    """Where the running training is."""
-
-    epoch: int = Field(default=0, ge=0, description="Epochs finished.")
-    total_epochs: int = Field(default=0, ge=0, description="Epochs planned.")
-    percent: int = Field(default=0, ge=0, le=100, description="Share of epochs finished.")
-    metrics: dict[str, float] = Field(
-        default_factory=dict, description="Latest metrics, e.g. val_loss, val_accuracy."
-    )
-    samples_per_second: float | None = Field(
-        default=None, ge=0, description="Training throughput of the last epoch."
-    )
-    updated_at: datetime | None = Field(default=None, description="When progress was read.")
-
-
-class Attempt(ApiModel):
-    """One run of the Ray cluster; a failure starts a new attempt from the last checkpoint."""
-
-    index: int = Field(ge=0, description="Attempt number, from 0.")
-    started_at: datetime | None = Field(default=None, description="When it started.")
-    finished_at: datetime | None = Field(default=None, description="When it ended.")
-    result: Literal["Running", "Succeeded", "Failed"] = Field(
-        default="Running", description="How the attempt ended."
-    )
-    reason: str | None = Field(default=None, max_length=1024, description="Why it failed.")
-    last_checkpoint: str | None = Field(
-        default=None, max_length=2048, description="URI of its last checkpoint."
-    )
-
-
-class DataSnapshot(ApiModel):
-    """Summary of the shards a version was trained on; the full manifest sits in the store."""
-
-    uri: str = Field(max_length=2048, description="Snapshot manifest in the store.")
-    shards: int = Field(ge=0, description="Shard files.")
-    rows: int = Field(ge=0, description="Rows.")
-    digest: str = Field(max_length=128, description="Digest over paths, sizes and hashes.")
-
-
-class ModelVersionRef(ApiModel):
-    """A trained model version."""
-
-    name: str = Field(max_length=63, description="Model name.")
-    version: int = Field(ge=1, description="Version number.")
-    uri: str = Field(max_length=2048, description="Folder of the version in the store.")
-    metrics: dict[str, float] = Field(default_factory=dict, description="Evaluation metrics.")
-    data_snapshot: DataSnapshot | None = Field(default=None, description="Data the version saw.")
-    parent_version: int | None = Field(default=None, ge=1, description="Warm-start parent.")
-
-
-class TrialResult(ApiModel):
-    """One search trial."""
-
-    id: str = Field(max_length=128, description="Trial id.")
-    params: dict[str, str] = Field(default_factory=dict, description="Sampled parameters.")
-    metrics: dict[str, float] = Field(default_factory=dict, description="Final metrics.")
-
-
-class TrainingJobStatus(ApiModel):
-    """Observed state of a TrainingJob."""
-
-    phase: TrainingPhase = Field(default=TrainingPhase.PENDING, description="Lifecycle phase.")
-    conditions: list[Condition] = Field(default_factory=list, description="Current conditions.")
-    observed_generation: int | None = Field(
-        default=None, ge=0, description="Spec generation last acted on."
-    )
-    message: str | None = Field(default=None, max_length=4096, description="Last notable event.")
-    workers: WorkerCounts = Field(default_factory=WorkerCounts, description="Worker readiness.")
-    progress: Progress = Field(default_factory=Progress, description="Training progress.")
-    attempts: list[Attempt] = Field(default_factory=list, description="Attempts so far.")
-    model_version: ModelVersionRef | None = Field(
-        default=None, description="The version produced, once Succeeded."
-    )
-    main_metric: str | None = Field(
-        default=None,
-        max_length=128,
-        description="The headline metric as name=value, for kubectl get.",
-    )
-    trials: list[TrialResult] = Field(default_factory=list, description="Search trials.")
-    start_time: datetime | None = Field(default=None, description="When training started.")
-    completion_time: datetime | None = Field(default=None, description="When it finished.")
 
 
 class TrainingJob(ApiModel):

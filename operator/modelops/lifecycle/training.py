@@ -11,12 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from enum import StrEnum
 
-from modelops.api.base import Condition
 from modelops.api.training import (
-    IMMUTABLE_MESSAGE,
-    IMMUTABLE_SPEC_FIELDS,
     Attempt,
     ModelVersionRef,
     TrainingJobSpec,
@@ -27,11 +23,27 @@ from modelops.api.training import (
 from modelops.lifecycle.conditions import set_condition
 from modelops.lifecycle.events import EventNote
 from modelops.lifecycle.lineage import describe
+from modelops.lifecycle.training_changes import change_notes as change_notes
+from modelops.lifecycle.training_changes import immutable_changes as immutable_changes
+from modelops.lifecycle.training_pods import PodView as PodView
+from modelops.lifecycle.training_pods import Role as Role
+from modelops.lifecycle.training_pods import pick_failure
 from modelops.lifecycle.training_report import (
     INPUT_ERROR_EXIT_CODE,
     parse_progress,
     parse_result,
 )
+from modelops.lifecycle.training_rules import (
+    checkpoint_uri,
+    current_attempt,
+    failed_attempts,
+    fill_attempts,
+    gang_size,
+    headline_metric,
+    ttl_deadline,
+    version_uri,
+)
+from modelops.lifecycle.training_rules import retry_delay as retry_delay
 
 # Condition types and their reasons: fixed strings that clients may match on.
 WORKERS_READY = "WorkersReady"
@@ -47,42 +59,6 @@ REASON_INPUT_ERROR = "InputError"
 REASON_INVALID_SPEC = "InvalidSpec"
 
 TERMINAL = frozenset({TrainingPhase.SUCCEEDED, TrainingPhase.FAILED})
-
-
-class Role(StrEnum):
-    HEAD = "head"
-    WORKER = "worker"
-
-
-@dataclass(frozen=True)
-class PodView:
-    """What the decisions need to know about one pod of the job."""
-
-    name: str
-    role: Role
-    attempt: int
-    index: int = 0
-    phase: str = "Pending"
-    ready: bool = False
-    deleting: bool = False
-    progress: str | None = None  # the head's progress annotation, raw
-    message: str | None = None  # the main container's termination message
-    exit_code: int | None = None
-    reason: str | None = None  # termination reason, or the pod's own (e.g. Evicted)
-
-    @property
-    def failed(self) -> bool:
-        return self.phase == "Failed"
-
-    def failure(self) -> str:
-        """A one-line account of why this pod failed."""
-        what = self.reason or "Error"
-        if self.exit_code is not None:
-            what += f" (exit code {self.exit_code})"
-        detail = (self.message or "").strip().splitlines()
-        if detail and parse_result(self.message) is None:
-            what += f": {detail[-1][:300]}"
-        return f"{self.role} pod {self.name} failed: {what}"
 
 
 @dataclass(frozen=True)
@@ -111,69 +87,6 @@ class Plan:
     delete_all: bool = False  # the TTL has passed: remove every child but the artifacts
     events: tuple[EventNote, ...] = ()
     requeue_after: float | None = None
-
-
-# --------------------------------------------------------------------------------------
-# Small rules
-# --------------------------------------------------------------------------------------
-
-
-def gang_size(spec: TrainingJobSpec) -> int:
-    """Workers that must be ready before training starts (minWorkers of an elastic range)."""
-    resources = spec.resources
-    return resources.min_workers or resources.workers
-
-
-def retry_delay(failures: int, base: float, limit: float) -> float:
-    """Exponential back-off before attempt `failures` (1 for the first retry), capped."""
-    if failures <= 0:
-        return 0.0
-    return float(min(limit, base * 2 ** (failures - 1)))
-
-
-def join_uri(base: str, *parts: str) -> str:
-    return "/".join([base.rstrip("/"), *parts])
-
-
-def version_uri(spec: TrainingJobSpec, version: int) -> str:
-    return join_uri(spec.output.store_uri, spec.output.model_name, f"v{version}")
-
-
-def checkpoint_uri(spec: TrainingJobSpec, job_id: str, epoch: int) -> str:
-    """The runtime's checkpoint folder of an epoch (see modelops_runtime.train.checkpoint)."""
-    return join_uri(
-        spec.output.store_uri, spec.output.model_name, "checkpoints", job_id, f"epoch-{epoch}"
-    )
-
-
-def headline_metric(spec: TrainingJobSpec, metrics: dict[str, float]) -> str | None:
-    """The metric shown by `kubectl get tj`: the one the recipe optimises, when present."""
-    preferred = [
-        spec.search.metric if spec.search else None,
-        spec.training.early_stopping.metric if spec.training.early_stopping else None,
-        "val_accuracy",
-        "val_loss",
-    ]
-    for name in [p for p in preferred if p] + sorted(metrics):
-        if name in metrics:
-            return f"{name}={metrics[name]:.4g}"
-    return None
-
-
-def ttl_deadline(spec: TrainingJobSpec, status: TrainingJobStatus) -> datetime | None:
-    if spec.ttl_seconds_after_finished is None or status.completion_time is None:
-        return None
-    return status.completion_time + timedelta(seconds=spec.ttl_seconds_after_finished)
-
-
-def current_attempt(status: TrainingJobStatus, pods: tuple[PodView, ...]) -> int:
-    """The attempt in progress: the newest one in status or among the pods."""
-    newest_pod = max((pod.attempt for pod in pods), default=0)
-    return max(len(status.attempts) - 1, newest_pod, 0)
-
-
-def failed_attempts(status: TrainingJobStatus) -> int:
-    return sum(1 for attempt in status.attempts if attempt.result == "Failed")
 
 
 # --------------------------------------------------------------------------------------
@@ -235,7 +148,7 @@ class _Step:
 def _plan_active(draft: _Draft) -> _Step:
     obs, status = draft.obs, draft.status
     index = current_attempt(status, obs.pods)
-    _fill_attempts(status, index, obs.now)
+    fill_attempts(status, index, obs.now)
     if status.start_time is None:
         status.start_time = obs.now
     attempt = status.attempts[index]
@@ -250,7 +163,7 @@ def _plan_active(draft: _Draft) -> _Step:
         return _plan_succeeded(draft, index, head, pods)
     failed = [p for p in pods if p.failed]
     if failed:
-        reason = _pick_failure(failed)
+        reason = pick_failure(failed)
         attempt.result = "Failed"
         attempt.finished_at = obs.now
         attempt.reason = reason
@@ -262,23 +175,6 @@ def _plan_active(draft: _Draft) -> _Step:
         )
         return _plan_retry(draft, index, pods, permanent)
     return _plan_running(draft, index, head, pods)
-
-
-def _fill_attempts(status: TrainingJobStatus, index: int, now: datetime) -> None:
-    """Make status.attempts reach `index`; gaps (a lost status write) count as failed."""
-    while len(status.attempts) <= index:
-        position = len(status.attempts)
-        if position < index:
-            status.attempts.append(
-                Attempt(
-                    index=position,
-                    result="Failed",
-                    finished_at=now,
-                    reason="superseded by a newer attempt (status was lost)",
-                )
-            )
-        else:
-            status.attempts.append(Attempt(index=position, started_at=now))
 
 
 def _read_progress(draft: _Draft, head: PodView | None, attempt: Attempt) -> None:
@@ -296,12 +192,6 @@ def _read_progress(draft: _Draft, head: PodView | None, attempt: Attempt) -> Non
         attempt.last_checkpoint = report.checkpoint
     elif progress.epoch > 0:
         attempt.last_checkpoint = checkpoint_uri(obs.spec, obs.job_id, progress.epoch)
-
-
-def _pick_failure(failed: list[PodView]) -> str:
-    # The head's account comes first: it runs the driver and sees the training error.
-    failed.sort(key=lambda p: (p.role != Role.HEAD, p.index))
-    return failed[0].failure()
 
 
 def _worker_counts(draft: _Draft, pods: list[PodView]) -> int:
@@ -487,52 +377,3 @@ def invalid_spec_status(
     )
     events.append(EventNote("Warning", REASON_INVALID_SPEC, message))
     return out, events
-
-
-def conditions_by_type(conditions: list[Condition]) -> dict[str, Condition]:
-    return {condition.type: condition for condition in conditions}
-
-
-# --------------------------------------------------------------------------------------
-# Spec changes
-# --------------------------------------------------------------------------------------
-
-
-def _attribute(wire: str) -> str:
-    """The model attribute of a camelCase field."""
-    return next(
-        name for name, info in TrainingJobSpec.model_fields.items() if (info.alias or name) == wire
-    )
-
-
-# The immutable fields and their message come from the API models, which also put them in
-# the CRD as CEL transition rules: the API server and the webhook say the same thing.
-IMMUTABLE_FIELDS = tuple((wire, _attribute(wire)) for wire, _ in IMMUTABLE_SPEC_FIELDS)
-# Fields read again at each attempt; the running attempt keeps what it started with.
-NEXT_ATTEMPT_FIELDS = (("training", "training"), ("resources", "resources"))
-
-
-def immutable_changes(old: TrainingJobSpec, new: TrainingJobSpec) -> list[tuple[str, str]]:
-    """(field path, message) for each immutable field that differs; defaults are compared."""
-    problems = []
-    for wire, attr in IMMUTABLE_FIELDS:
-        if _wire(getattr(old, attr)) != _wire(getattr(new, attr)):
-            problems.append((f"spec.{wire}", IMMUTABLE_MESSAGE))
-    return problems
-
-
-def change_notes(old: TrainingJobSpec, new: TrainingJobSpec) -> list[str]:
-    """Admission warnings for accepted changes whose effect is deferred."""
-    notes = []
-    for wire, attr in NEXT_ATTEMPT_FIELDS:
-        if _wire(getattr(old, attr)) != _wire(getattr(new, attr)):
-            notes.append(
-                f"spec.{wire} changed: the running attempt keeps its pods; the change applies "
-                "to the next attempt"
-            )
-    return notes
-
-
-def _wire(value: object) -> object:
-    dump = getattr(value, "to_dict", None)
-    return dump() if callable(dump) else value

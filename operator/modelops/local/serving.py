@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -18,17 +17,12 @@ from typing import Any
 import aiohttp
 
 from modelops.api.deployment import (
-    DeploymentPhase,
-    LiveMetrics,
     ModelDeployment,
     ModelDeploymentStatus,
-    Promotion,
     ScaleDecision,
     ShadowReport,
-    TrafficSplit,
 )
 from modelops.lifecycle import autoscale
-from modelops.lifecycle.conditions import set_condition
 from modelops.lifecycle.rollout import (
     Action,
     GateInput,
@@ -41,15 +35,10 @@ from modelops.lifecycle.rollout import (
 from modelops.lifecycle.servermetrics import ServerSample, Window, gauges, parse_exposition, window
 from modelops.local.balancer import Balancer
 from modelops.local.context import LocalContext, now
+from modelops.local.rayhead import free_port
+from modelops.local.serving_status import next_status
 
 KIND = "ModelDeployment"
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -330,25 +319,8 @@ class LocalServing:
     def _update_status(
         self, plan: Plan, win: Window | None, latest: dict[str, ServerSample] | None
     ) -> None:
-        ready = sum(1 for r in self.replicas.values() if r.ready)
         state = self.rollout
-        metrics = self.status.metrics
         current = gauges(list(latest.values())) if latest else None
-        if win is not None:
-            accuracy = current.accuracy.get(str(state.stable)) if current else None
-            metrics = LiveMetrics(
-                rps=round(win.rps, 2),
-                p95_ms=None if win.p95_ms is None else round(win.p95_ms, 2),
-                error_rate=round(win.error_rate, 4),
-                accuracy=accuracy,
-                updated_at=now(),
-            )
-        promotions = list(self.status.promotions)
-        if plan.action == Action.PROMOTE and state.stable is not None:
-            promotions = [
-                *promotions,
-                Promotion(version=state.stable, time=now(), reason=plan.message),
-            ][-50:]
         shadow = self.status.shadow
         if plan.shadow and current is not None and state.candidate is not None:
             gate = self._gate_input(latest)
@@ -359,53 +331,16 @@ class LocalServing:
                 stable_accuracy=current.accuracy.get(str(state.stable)),
                 candidate_accuracy=current.accuracy.get(str(state.candidate)),
             )
-        available = ready > 0 and ready >= min(self.desired, 1)
-        progressing = state.candidate is not None or ready < self.desired
-        degraded = plan.action == Action.ROLLBACK or (
-            self.status.phase == DeploymentPhase.DEGRADED and state.candidate is None
-        )
-        phase = (
-            DeploymentPhase.PENDING
-            if state.stable is None
-            else DeploymentPhase.DEGRADED
-            if degraded
-            else DeploymentPhase.PROGRESSING
-            if progressing and not available
-            else DeploymentPhase.AVAILABLE
-        )
-        conditions = self.status.conditions
-        stamp = now()
-        conditions = set_condition(
-            conditions, "Available", available, "Replicas", f"{ready} ready", stamp, 1
-        )
-        conditions = set_condition(
-            conditions, "Progressing", progressing, plan.action.value, plan.message, stamp, 1
-        )
-        if plan.action == Action.ROLLBACK:
-            conditions = set_condition(
-                conditions, "Degraded", True, "RolledBack", plan.message, stamp, 1
-            )
-        elif plan.action == Action.PROMOTE:
-            conditions = set_condition(
-                conditions, "Degraded", False, "Promoted", plan.message, stamp, 1
-            )
-        self.status = self.status.model_copy(
-            update={
-                "phase": phase,
-                "conditions": conditions,
-                "replicas": len(self.replicas),
-                "ready_replicas": ready,
-                "desired_replicas": self.desired,
-                "active_version": state.stable,
-                "candidate_version": state.candidate,
-                "rollout_step": state.step,
-                "traffic": TrafficSplit(
-                    stable=100 - plan.weight, candidate=plan.weight, shadow=plan.shadow
-                ),
-                "metrics": metrics,
-                "promotions": promotions,
-                "shadow": shadow,
-            }
+        self.status = next_status(
+            self.status,
+            state,
+            plan,
+            win=win,
+            current=current,
+            shadow=shadow,
+            ready=sum(1 for r in self.replicas.values() if r.ready),
+            replicas=len(self.replicas),
+            desired=self.desired,
         )
 
     def save(self) -> None:

@@ -1,9 +1,11 @@
-"""Pod parts every resource's children share: the store, its credentials, scheduling,
-and the shape of a run-to-completion Job pod."""
+"""Pod parts every resource's children share: the operator's pod settings, the store, its
+credentials, scheduling, the shape of a run-to-completion Job pod, and a Service in front
+of pods."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from modelops.k8s.security import pod_security
@@ -13,6 +15,14 @@ Manifest = dict[str, Any]
 STORE_MOUNT = "/var/lib/modelops"
 STORE_SECRET = "modelops-store-credentials"
 TERMINATION_LOG = "/dev/termination-log"
+
+
+@dataclass(frozen=True)
+class PodSettings:
+    """Operator-wide settings every resource's pods take (from OperatorConfig)."""
+
+    image: str
+    store_volume_claim: str | None = None
 
 
 class Placement(Protocol):
@@ -79,4 +89,16 @@ def metadata(name: str, namespace: str, labels: dict[str, str], owner: Manifest)
         "namespace": namespace,
         "labels": labels,
         "ownerReferences": [owner],
+    }
+
+
+def service(
+    metadata: Manifest, selector: Mapping[str, str], ports: list[Manifest], **spec: Any
+) -> Manifest:
+    """A Service in front of the pods `selector` picks; `spec` adds its type or addressing."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata,
+        "spec": {**spec, "selector": dict(selector), "ports": ports},
     }

@@ -34,11 +34,9 @@ EVALUATION_CONTAINER = "compare"
 
 
 @dataclass(frozen=True)
-class EvaluationSettings:
+class EvaluationSettings(pods.PodSettings):
     """Operator-wide settings of the evaluation pods (from OperatorConfig)."""
 
-    image: str
-    store_volume_claim: str | None = None
     # One retry for a lost node; an evaluation that fails twice fails the run.
     backoff_limit: int = 1
     deadline_seconds: int = 3600

@@ -40,11 +40,8 @@ PRE_STOP_SECONDS = 5
 
 
 @dataclass(frozen=True)
-class ServingSettings:
+class ServingSettings(pods.PodSettings):
     """Operator-wide settings that shape the pods (from OperatorConfig)."""
-
-    image: str
-    store_volume_claim: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,16 +60,16 @@ class ServingContext:
     def model(self) -> str:
         return self.spec.model.name
 
-    @property
-    def image(self) -> str:
-        return self.spec.resources.image or self.settings.image
-
     def labels(self, role: str = names.ROLE_SERVER) -> dict[str, str]:
         return names.labels(self.name, self.model, role)
 
     def metadata(self, name: str, role: str = names.ROLE_SERVER) -> Manifest:
         owner = names.owner_reference(self.name, self.uid)
         return pods.metadata(name, self.namespace, self.labels(role), owner)
+
+    @property
+    def image(self) -> str:
+        return self.spec.resources.image or self.settings.image
 
     @property
     def version_label(self) -> str:
@@ -271,33 +268,26 @@ def _int_or_percent(value: str) -> int | str:
 
 
 def service(ctx: ServingContext) -> Manifest:
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": ctx.metadata(names.service(ctx.name)),
-        "spec": {
-            "type": "ClusterIP",
-            "selector": names.server_selector(ctx.name),
-            "ports": [
-                {
-                    "name": "http",
-                    "port": SERVICE_PORT,
-                    "targetPort": "http",
-                    "protocol": "TCP",
-                    "appProtocol": "http",
-                },
-                {
-                    # Named grpc and marked h2c (cleartext HTTP/2) so meshes and gateways
-                    # route it as gRPC rather than HTTP/1.1.
-                    "name": "grpc",
-                    "port": GRPC_PORT,
-                    "targetPort": "grpc",
-                    "protocol": "TCP",
-                    "appProtocol": "kubernetes.io/h2c",
-                },
-            ],
+    ports = [
+        {
+            "name": "http",
+            "port": SERVICE_PORT,
+            "targetPort": "http",
+            "protocol": "TCP",
+            "appProtocol": "http",
         },
-    }
+        {
+            # Named grpc and marked h2c (cleartext HTTP/2) so meshes and gateways
+            # route it as gRPC rather than HTTP/1.1.
+            "name": "grpc",
+            "port": GRPC_PORT,
+            "targetPort": "grpc",
+            "protocol": "TCP",
+            "appProtocol": "kubernetes.io/h2c",
+        },
+    ]
+    metadata = ctx.metadata(names.service(ctx.name))
+    return pods.service(metadata, names.server_selector(ctx.name), ports, type="ClusterIP")
 
 
 def disruption_budget(ctx: ServingContext) -> Manifest:

@@ -19,33 +19,24 @@ start afresh, which errs on the side of not acting.
 
 from __future__ import annotations
 
-import asyncio
-import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import partial
-from typing import Any, TypeVar
-
-import aiohttp
+from typing import Any
 
 from modelops.api.deployment import (
-    BatchPredictionStatus,
     ModelDeploymentSpec,
     ModelDeploymentStatus,
     RolloutStrategy,
 )
-from modelops.api.tenancy import TenancyPolicy
-from modelops.k8s.controller.status import StatusConflict, StatusWriter
-from modelops.k8s.kube import ApiError, Kube, namespaced_path
-from modelops.k8s.metrics import METRICS
-from modelops.k8s.modeldeployment import builders, children, names
+from modelops.k8s.controller.status import StatusConflict
+from modelops.k8s.modeldeployment import batch, builders, children, names
 from modelops.k8s.modeldeployment import status as report
 from modelops.k8s.modeldeployment.autoscaler import Autoscaler
+from modelops.k8s.modeldeployment.batch import batch_report as batch_report
 from modelops.k8s.modeldeployment.metrics_source import (
     Endpoint,
     EndpointsError,
@@ -55,6 +46,8 @@ from modelops.k8s.modeldeployment.metrics_source import (
 )
 from modelops.k8s.modeldeployment.routing import Split, apply_split
 from modelops.k8s.modeldeployment.samples import Snapshot, Totals
+from modelops.k8s.modeldeployment.shared import Shared as Shared
+from modelops.k8s.modeldeployment.shared import Views as Views
 from modelops.lifecycle.events import EventNote
 from modelops.lifecycle.rollout import (
     Action,
@@ -67,42 +60,8 @@ from modelops.lifecycle.rollout import (
 )
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 SUMMARY_WINDOW = 60.0
-PROGRESS_FILE = "_progress.json"  # written by `modelops_runtime predict-batch`
-
-
-@dataclass(frozen=True)
-class Views:
-    """What the loop sees of the cluster without asking (Kopf indexes, or anything alike)."""
-
-    pods: Callable[[], Sequence[Mapping[str, Any]]]
-    deployment: Callable[[], Mapping[str, Any] | None]
-    jobs: Callable[[], Sequence[Mapping[str, Any]]]
-    trained: Callable[[str], set[int]]
-
-
-@dataclass
-class Shared:
-    """What every loop shares: the API client, a thread pool for it, an HTTP session."""
-
-    kube: Kube
-    settings: builders.ServingSettings
-    executor: ThreadPoolExecutor
-    session: aiohttp.ClientSession
-    # What tenants may name (Prometheus URLs among them), from the operator's config.
-    policy: TenancyPolicy = field(default_factory=TenancyPolicy)
-    # Whether the metrics-endpoints annotation is honoured (OperatorConfig.endpoint_overrides).
-    endpoint_overrides: bool = False
-    status: StatusWriter = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.status = StatusWriter(self.kube, METRICS, names.KIND)
-
-    async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self.executor, partial(fn, *args))
 
 
 @dataclass
@@ -127,34 +86,6 @@ def _local_versions(store_uri: str, model: str) -> set[int] | None:
         and entry[1:].isdigit()
         and os.path.exists(os.path.join(root, entry, "model.json"))
     }
-
-
-def batch_report(pod: Mapping[str, Any]) -> dict[str, Any]:
-    """The counts a batch prediction pod left as its termination message; {} when none."""
-    for container in (pod.get("status") or {}).get("containerStatuses") or ():
-        terminated = (container.get("state") or {}).get("terminated") or {}
-        try:
-            loaded = json.loads(terminated.get("message") or "")
-        except ValueError:
-            continue
-        if isinstance(loaded, dict) and all(
-            isinstance(loaded.get(key), int) for key in ("shards_done", "shards_total")
-        ):
-            return loaded
-    return {}
-
-
-def _local_progress(output_uri: str) -> dict[str, Any]:
-    """The batch job's `_progress.json` when the output is a file:// folder visible here."""
-    if not output_uri.startswith("file://"):
-        return {}
-    path = os.path.join(output_uri[len("file://") :], PROGRESS_FILE)
-    try:
-        with open(path, encoding="utf-8") as handle:
-            loaded = json.load(handle)
-    except (OSError, ValueError):
-        return {}
-    return loaded if isinstance(loaded, dict) else {}
 
 
 class ServingLoop:
@@ -222,12 +153,13 @@ class ServingLoop:
             if routing_problem:
                 degraded = ("RoutingFailed", routing_problem)
             try:
-                await self._batch(spec, status, stamp)
+                ctx = self._context(spec, status, 0)
+                await batch.reconcile(self.shared, ctx, self.views.jobs, status)
             except Exception:
                 log.exception("%s/%s: batch prediction", self.namespace, self.name)
-        self._observe_deployment(status)
+        report.observe_deployment(status, self.views.deployment())
         self._summarize(status, spec, snapshot)
-        degraded = self._rolled_back(status) or degraded
+        degraded = report.rolled_back(status) or degraded
         if spec.autoscaling.enabled and endpoints and not self.totals.endpoints:
             degraded = degraded or ("MetricsUnavailable", "no server answered on /metrics")
         message = resolution.message if spec.ensemble is None else "ensemble"
@@ -236,7 +168,7 @@ class ServingLoop:
             now=stamp,
             generation=meta.get("generation"),
             version_message=message,
-            rolling=self._rolling(),
+            rolling=report.deployment_rolling(self.views.deployment()),
             degraded=degraded,
         )
         status.observed_generation = meta.get("generation")
@@ -427,93 +359,6 @@ class ServingLoop:
             )
         return None
 
-    async def _batch(
-        self, spec: ModelDeploymentSpec, status: ModelDeploymentStatus, stamp: datetime
-    ) -> None:
-        batch = spec.batch_prediction
-        if batch is None or status.active_version is None:
-            status.batch_prediction = None
-            return
-        ctx = self._context(spec, status, 0)
-        manifest = builders.batch_job(ctx)
-        job_name = manifest["metadata"]["name"]
-        job = next(
-            (j for j in self.views.jobs() if j.get("name") == job_name),
-            None,
-        )
-        if job is None:
-            previous = status.batch_prediction
-            if (
-                previous is not None
-                and previous.job_name == job_name
-                and previous.phase
-                in (
-                    "Succeeded",
-                    "Failed",
-                )
-            ):
-                return  # finished and since removed (TTL or by hand): keep the record
-            try:
-                await self.shared.call(children.create_if_absent, self.shared.kube, manifest)
-            except ApiError as error:
-                log.warning("%s/%s: batch job: %s", self.namespace, self.name, error)
-            job = {"name": job_name}
-        progress = _local_progress(batch.output_uri)
-        if progress.get("version") != status.active_version:
-            progress = {}  # an earlier run's file
-        if not progress and _job_phase(job) == "Succeeded":
-            progress = await self._reported_progress(job_name, status)
-        status.batch_prediction = BatchPredictionStatus(
-            phase=_job_phase(job),
-            version=status.active_version,
-            output_uri=batch.output_uri,
-            job_name=job_name,
-            shards_done=int(progress.get("shards_done", 0))
-            + int(progress.get("shards_skipped", 0)),
-            shards_total=int(progress.get("shards_total", 0)),
-        )
-
-    async def _reported_progress(
-        self, job_name: str, status: ModelDeploymentStatus
-    ) -> dict[str, Any]:
-        """A finished batch Job's counts, from its pod's termination message (read once)."""
-        previous = status.batch_prediction
-        if previous is not None and previous.job_name == job_name and previous.shards_total:
-            return {
-                "shards_done": previous.shards_done,
-                "shards_total": previous.shards_total,
-            }
-        try:
-            pods = await self.shared.call(
-                self.shared.kube.list,
-                namespaced_path("Pod", self.namespace),
-                f"job-name={job_name}",
-            )
-        except ApiError as error:
-            log.warning("%s/%s: batch job pods: %s", self.namespace, self.name, error)
-            return {}
-        for pod in pods:
-            if (pod.get("status") or {}).get("phase") != "Succeeded":
-                continue
-            progress = batch_report(pod)
-            if progress.get("version") == status.active_version:
-                return progress
-        return {}
-
-    def _observe_deployment(self, status: ModelDeploymentStatus) -> None:
-        deployment = self.views.deployment()
-        observed = (deployment or {}).get("status") or {}
-        status.replicas = int(observed.get("replicas", 0))
-        status.ready_replicas = int(observed.get("readyReplicas", 0))
-
-    def _rolling(self) -> bool:
-        deployment = self.views.deployment() or {}
-        observed = deployment.get("status") or {}
-        wanted = int((deployment.get("spec") or {}).get("replicas", 0))
-        generation = int((deployment.get("metadata") or {}).get("generation", 0))
-        behind = int(observed.get("observedGeneration", 0)) < generation
-        return bool(deployment) and (behind or int(observed.get("updatedReplicas", 0)) < wanted)
-
     def _summarize(
         self, status: ModelDeploymentStatus, spec: ModelDeploymentSpec, snapshot: Snapshot
     ) -> None:
@@ -528,23 +373,3 @@ class ServingLoop:
         summary = report.live_summary(snapshot, earlier, self.totals.gauges, stable)
         if report.summary_changed(status.metrics, summary):
             status.metrics = summary
-
-    @staticmethod
-    def _rolled_back(status: ModelDeploymentStatus) -> tuple[str, str] | None:
-        """Degraded from a rollback until the next promotion."""
-        if not status.rollbacks:
-            return None
-        last = status.rollbacks[-1]
-        if status.promotions and status.promotions[-1].time >= last.time:
-            return None
-        return ("RolledBack", f"version {last.version} was rolled back: {last.reason}"[:1024])
-
-
-def _job_phase(job: Mapping[str, Any]) -> Any:
-    if job.get("succeeded"):
-        return "Succeeded"
-    if job.get("failed"):
-        return "Failed"
-    if job.get("active"):
-        return "Running"
-    return "Pending"

@@ -7,6 +7,7 @@ the live metrics summary is replaced only when a number moved by more than noise
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -278,3 +279,30 @@ def _phase(status: ModelDeploymentStatus, serving: bool, ready: bool) -> Deploym
     if serving and (ready or status.desired_replicas == 0):
         return DeploymentPhase.AVAILABLE
     return DeploymentPhase.PENDING
+
+
+def observe_deployment(status: ModelDeploymentStatus, deployment: Mapping[str, Any] | None) -> None:
+    """Replicas and ready replicas, as the inference Deployment reports them."""
+    observed = (deployment or {}).get("status") or {}
+    status.replicas = int(observed.get("replicas", 0))
+    status.ready_replicas = int(observed.get("readyReplicas", 0))
+
+
+def deployment_rolling(deployment: Mapping[str, Any] | None) -> bool:
+    """Whether the inference Deployment is still moving its pods to the current template."""
+    deployment = deployment or {}
+    observed = deployment.get("status") or {}
+    wanted = int((deployment.get("spec") or {}).get("replicas", 0))
+    generation = int((deployment.get("metadata") or {}).get("generation", 0))
+    behind = int(observed.get("observedGeneration", 0)) < generation
+    return bool(deployment) and (behind or int(observed.get("updatedReplicas", 0)) < wanted)
+
+
+def rolled_back(status: ModelDeploymentStatus) -> tuple[str, str] | None:
+    """Degraded from a rollback until the next promotion."""
+    if not status.rollbacks:
+        return None
+    last = status.rollbacks[-1]
+    if status.promotions and status.promotions[-1].time >= last.time:
+        return None
+    return ("RolledBack", f"version {last.version} was rolled back: {last.reason}"[:1024])

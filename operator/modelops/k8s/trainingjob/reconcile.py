@@ -130,13 +130,7 @@ class Reconciler:
         )
         self._write_status(path, job, raw_status, decision.status)
         ctx = builders.JobContext(
-            name=name,
-            namespace=namespace,
-            uid=uid,
-            spec=spec,
-            version=version,
-            attempt=decision.attempt,
-            settings=self.settings.cluster,
+            name, namespace, uid, spec, version, decision.attempt, self.settings.cluster
         )
         if decision.create_cluster:
             self._ensure_cluster(ctx, {p.name for p in pods})
