@@ -57,7 +57,22 @@ def test_the_example_manifest_builds() -> None:
         replicas=1,
     )
     kinds = [child["kind"] for child in builders.children(ctx)]
-    assert kinds == ["Service", "PodDisruptionBudget", "Deployment"]
+    assert kinds == ["Service", "Service", "PodDisruptionBudget", "Deployment"]
+
+
+def test_replicas_find_each_other_for_feedback_through_a_headless_service() -> None:
+    ctx = context(spec())
+    peers = builders.peers_service(ctx)
+    assert peers["metadata"]["name"] == "digits-peers"
+    assert peers["spec"]["clusterIP"] == "None"
+    assert peers["spec"]["publishNotReadyAddresses"] is True
+    assert peers["spec"]["selector"] == builders.service(ctx)["spec"]["selector"]
+    server = container(builders.deployment(ctx))
+    args = server["command"]
+    assert arg(args, "--peers-dns") == "digits-peers"
+    assert arg(args, "--advertise-address") == "$(POD_IP):8080"
+    env = {e["name"]: e for e in server["env"]}
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
 
 
 def test_deployment_runs_the_stable_version_with_the_batching_settings() -> None:

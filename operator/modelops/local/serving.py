@@ -114,6 +114,10 @@ class LocalServing:
         args += ["--port", str(port), "--max-batch-size", str(batching.max_batch_size)]
         args += ["--max-wait-ms", str(batching.max_wait_ms), "--max-queue", str(batching.max_queue)]
         args += ["--timeout-ms", str(batching.timeout_ms), "--drain-seconds", "2"]
+        # The balancer spreads feedback like any request: replicas (this host, other
+        # ports) forward it to the one that answered.
+        args += ["--advertise-address", f"{self.ctx.host}:{port}", "--peers-dns", self.ctx.host]
+        args += ["--peers-any-port"]
         if spec.ensemble is not None:
             members = ",".join(f"{m.version}:{m.weight or 1}" for m in spec.ensemble.members)
             args += ["--ensemble-method", spec.ensemble.method.value, "--members", members]

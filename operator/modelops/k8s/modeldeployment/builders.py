@@ -119,6 +119,12 @@ def server_args(ctx: ServingContext) -> list[str]:
         str(batching.timeout_ms),
         "--drain-seconds",
         str(DRAIN_SECONDS),
+        # Feedback lands on any replica behind the Service: ids name the pod that
+        # answered, and the peers (the headless Service's addresses) forward to it.
+        "--advertise-address",
+        f"$(POD_IP):{HTTP_PORT}",
+        "--peers-dns",
+        names.peers_service(ctx.name),
     ]
     if ctx.spec.ensemble is not None:
         args += ["--members", members_arg(ctx.spec), "--ensemble-method", ctx.spec.ensemble.method]
@@ -149,6 +155,7 @@ def _env() -> list[Manifest]:
     return [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
         # The admin endpoint (routing, hot swap) checks this token when the Secret exists;
         # the operator sends the same token (MODELOPS_ADMIN_TOKEN in its environment).
         {
@@ -371,6 +378,22 @@ def batch_job(ctx: ServingContext) -> Manifest:
     }
 
 
+def peers_service(ctx: ServingContext) -> Manifest:
+    """Headless: its name resolves to every server pod, the peers feedback is forwarded to.
+
+    Not-ready pods are included: a draining replica still takes feedback for what it
+    answered."""
+    ports = [{"name": "http", "port": HTTP_PORT, "targetPort": "http", "protocol": "TCP"}]
+    metadata = ctx.metadata(names.peers_service(ctx.name))
+    return pods.service(
+        metadata,
+        names.server_selector(ctx.name),
+        ports,
+        clusterIP="None",
+        publishNotReadyAddresses=True,
+    )
+
+
 def children(ctx: ServingContext) -> list[Manifest]:
-    """The serving children, in creation order (the Service first, so DNS is ready)."""
-    return [service(ctx), disruption_budget(ctx), deployment(ctx)]
+    """The serving children, in creation order (the Services first, so DNS is ready)."""
+    return [service(ctx), peers_service(ctx), disruption_budget(ctx), deployment(ctx)]

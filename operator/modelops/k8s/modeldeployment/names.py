@@ -47,6 +47,10 @@ def service(md: str) -> str:
     return child_name(md)
 
 
+def peers_service(md: str) -> str:
+    return child_name(md, "peers")
+
+
 def deployment(md: str) -> str:
     return child_name(md, "server")
 
