@@ -168,12 +168,15 @@ def test_the_webhook_intercepts_modelops_objects(release: Release) -> None:
 
 def test_upgrade_keeps_the_webhook_certificate(release: Release) -> None:
     before = release.get("secret", f"{RELEASE}-webhook-tls", "-n", NAMESPACE)["data"]
+    # The admin key too: a new one would change every ModelDeployment's admin token.
+    key_before = release.get("secret", f"{RELEASE}-admin-key", "-n", NAMESPACE)["data"]
     release.helm(
         "upgrade", RELEASE, str(CHART), "--namespace", NAMESPACE, "--wait", "--timeout", "3m",
         *release.values(), "--set", "podAnnotations.upgraded=yes",
     )  # fmt: skip
     after = release.get("secret", f"{RELEASE}-webhook-tls", "-n", NAMESPACE)["data"]
     assert after == before
+    assert release.get("secret", f"{RELEASE}-admin-key", "-n", NAMESPACE)["data"] == key_before
     config = release.cp.rest.get(f"{WEBHOOK_CONFIGS}/{RELEASE}")
     assert {h["clientConfig"]["caBundle"] for h in config["webhooks"]} == {before["ca.crt"]}
     template = release.get("deployment", RELEASE, "-n", NAMESPACE)["spec"]["template"]
@@ -190,10 +193,12 @@ def test_rbac_is_least_privilege(release: Release) -> None:
         ("create", "deployments.apps"), ("create", "jobs.batch"), ("create", "events"),
     ):  # fmt: skip
         assert release.can(verb, resource, ns), f"cannot {verb} {resource}"
+    # ModelDeployments' admin token Secrets are applied (create, patch), never read.
+    assert release.can("create", "secrets", ns) and release.can("patch", "secrets", ns)
     assert release.can("patch", "clusterkopfpeerings.kopf.dev")
     assert release.can("list", "customresourcedefinitions.apiextensions.k8s.io")
     for verb, resource in (
-        ("get", "secrets"), ("list", "secrets"), ("create", "clusterroles"),
+        ("get", "secrets"), ("list", "secrets"), ("watch", "secrets"), ("create", "clusterroles"),
         ("create", "clusterrolebindings"), ("delete", "nodes"), ("*", "*"), ("escalate", "roles"),
         ("create", "validatingwebhookconfigurations.admissionregistration.k8s.io"),
         ("impersonate", "serviceaccounts"), ("create", "pods/exec"),
@@ -231,7 +236,9 @@ def _chart_env(release: Release) -> dict[str, str]:
     """The MODELOPS_* settings the chart gives the in-cluster operator (ports excepted)."""
     pod = release.get("deployment", RELEASE, "-n", NAMESPACE)["spec"]["template"]["spec"]
     env = {e["name"]: e["value"] for e in pod["containers"][0]["env"] if "value" in e}
-    skip = {"MODELOPS_METRICS_PORT", "MODELOPS_HEALTH_PORT", "MODELOPS_WEBHOOK_PORT"}
+    # The admin key is a file mounted in the chart's pod; an operator on the host makes its own.
+    skip = {"MODELOPS_METRICS_PORT", "MODELOPS_HEALTH_PORT", "MODELOPS_WEBHOOK_PORT",
+            "MODELOPS_ADMIN_KEY_FILE"}  # fmt: skip
     return {k: v for k, v in env.items() if k.startswith("MODELOPS_") and k not in skip}
 
 

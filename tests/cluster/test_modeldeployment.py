@@ -430,11 +430,11 @@ class _Capture:
 def test_a_tenants_metrics_endpoints_annotation_is_ignored_by_default(
     control_plane: Any, namespace: str, mds: Deployments, store: str
 ) -> None:
-    """The annotation would send the operator's scrapes and admin calls (with the admin
-    token) to any address: only an operator started with MODELOPS_ENDPOINT_OVERRIDES
-    honours it, and the chart never sets that."""
+    """The annotation would send the operator's scrapes and admin calls (with the
+    deployment's admin token) to any address: only an operator started with
+    MODELOPS_ENDPOINT_OVERRIDES honours it, and the chart never sets that."""
     capture = _Capture()
-    env = {"MODELOPS_ENDPOINT_OVERRIDES": "", "MODELOPS_ADMIN_TOKEN": "the-admin-token"}
+    env = {"MODELOPS_ENDPOINT_OVERRIDES": ""}
     try:
         with running_operator(
             control_plane, [namespace], name=f"md-nooverride-{namespace}", env=env

@@ -100,7 +100,9 @@ def test_an_oversize_admin_answer_is_an_error_naming_the_ceiling() -> None:
         try:
             async with aiohttp.ClientSession() as session:
                 with pytest.raises(RuntimeError) as raised:
-                    await routing.read_state(session, Endpoint("hostile", f"127.0.0.1:{port}"))
+                    await routing.read_state(
+                        session, Endpoint("hostile", f"127.0.0.1:{port}"), token="t"
+                    )
                 return str(raised.value)
         finally:
             await runner.cleanup()
@@ -118,7 +120,9 @@ def test_an_oversize_declared_length_is_refused_before_reading() -> None:
         try:
             async with aiohttp.ClientSession() as session:
                 with pytest.raises(RuntimeError) as raised:
-                    await routing.read_state(session, Endpoint("hostile", f"127.0.0.1:{port}"))
+                    await routing.read_state(
+                        session, Endpoint("hostile", f"127.0.0.1:{port}"), token="t"
+                    )
                 return str(raised.value)
         finally:
             await runner.cleanup()

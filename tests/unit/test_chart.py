@@ -94,7 +94,7 @@ EVERYTHING_ON: dict[str, Any] = {
     "imagePullSecrets": [{"name": "registry"}],
     "replicaCount": 3,
     "store": {"uri": "s3://models/modelops", "persistentVolumeClaim": "modelops-store"},
-    "adminToken": {"existingSecret": "modelops-admin-token"},
+    "adminKey": {"existingSecret": "corp-admin-key"},
     "extraEnv": [{"name": "AWS_REGION", "value": "eu-west-1"}],
     "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/x"}},
     "podDisruptionBudget": {"minAvailable": 2},
@@ -362,7 +362,7 @@ def test_everything_on(helm_home: Path) -> None:
         "ServiceMonitor", "PodMonitor", "PrometheusRule", "NetworkPolicy", "ConfigMap",
         "Issuer", "Certificate",
     } <= kinds  # fmt: skip
-    assert "Secret" not in kinds  # cert-manager writes it
+    assert "Secret" not in kinds  # cert-manager writes one, the user brings the admin key
     deployment = operator_deployment(docs)
     pod = deployment["spec"]["template"]["spec"]
     assert deployment["spec"]["replicas"] == 3
@@ -373,9 +373,10 @@ def test_everything_on(helm_home: Path) -> None:
     assert env["MODELOPS_WORKLOAD_IMAGE"] == "ghcr.io/modelops/modelops-runtime:0.1.0-gpu"
     assert env["MODELOPS_STORE_PVC"] == "modelops-store"
     assert env["AWS_REGION"] == "eu-west-1"
-    assert env["MODELOPS_ADMIN_TOKEN"] == {
-        "secretKeyRef": {"name": "modelops-admin-token", "key": "token"}
-    }
+    assert env["MODELOPS_ADMIN_KEY_FILE"] == "/etc/modelops/admin-key/key"
+    assert {"name": "admin-key", "secret": {
+        "secretName": "corp-admin-key", "defaultMode": 0o440, "items": [{"key": "key", "path": "key"}],
+    }} in pod["volumes"]  # fmt: skip
     dashboard = one(docs, "ConfigMap", f"{RELEASE}-dashboard")
     assert dashboard["metadata"]["namespace"] == "monitoring"
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
@@ -444,8 +445,8 @@ def test_rbac_has_no_wildcards_and_no_dangerous_verbs(helm_home: Path, variant: 
             assert not any("*" in item for item in rule.get(key, [])), where
         assert not {"escalate", "impersonate", "bind"} & set(rule["verbs"]), where
         if "secrets" in rule.get("resources", []):
-            # Each training job's Ray token is created and deleted, never read back.
-            assert set(rule["verbs"]) <= {"create", "delete"}, where
+            # Ray and admin tokens are written (server-side apply) and deleted, never read.
+            assert set(rule["verbs"]) <= {"create", "patch", "delete"}, where
         assert "nodes" not in rule.get("resources", []), where
     for binding in of_kind(docs, "ClusterRoleBinding") + of_kind(docs, "RoleBinding"):
         assert binding["roleRef"]["name"] != "cluster-admin"
@@ -495,7 +496,7 @@ NEEDED = {
     ("apps", "deployments"): {"get", "list", "watch", "create", "update", "patch", "delete"},
     ("policy", "poddisruptionbudgets"): {"get", "create", "update", "patch", "delete"},
     ("batch", "jobs"): {"get", "list", "watch", "create", "delete"},
-    ("", "secrets"): {"create", "delete"},
+    ("", "secrets"): {"create", "patch", "delete"},
     ("networking.k8s.io", "networkpolicies"): {"create", "delete"},
 }
 
@@ -532,6 +533,39 @@ def test_namespaced_install_grants_nothing_cluster_wide(helm_home: Path) -> None
     for hook in webhook["webhooks"]:
         expression = hook["namespaceSelector"]["matchExpressions"][0]
         assert expression["values"] == ["ml", "ml-dev"]
+
+
+@pytest.mark.parametrize("name", ["defaults", "minimal", "everything-namespaced-self-signed"])
+def test_the_admin_key_is_mounted_and_the_operator_reads_no_secrets(
+    helm_home: Path, name: str
+) -> None:
+    """The operator derives each ModelDeployment's admin token from a key only it holds:
+    a Secret of the release namespace, generated (or the user's own), mounted read-only.
+    It writes the tokens' Secrets and never reads one: no get, list or watch anywhere."""
+    docs = render(name, helm_home)
+    pod = operator_deployment(docs)["spec"]["template"]["spec"]
+    volume = next(v for v in pod["volumes"] if v["name"] == "admin-key")
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "admin-key")
+    assert mount["readOnly"] is True
+    assert volume["secret"]["defaultMode"] == 0o440  # the pod's fsGroup reads it, no one else
+    path = f"{mount['mountPath']}/{volume['secret']['items'][0]['path']}"
+    assert operator_env(docs)["MODELOPS_ADMIN_KEY_FILE"] == path
+    assert "MODELOPS_ADMIN_TOKEN" not in operator_env(docs)
+    if name == "everything-namespaced-self-signed":
+        assert volume["secret"]["secretName"] == "corp-admin-key"
+        assert of_kind(docs, "Secret") == [one(docs, "Secret", f"{RELEASE}-webhook-tls")]
+    else:
+        secret = one(docs, "Secret", volume["secret"]["secretName"])
+        assert secret["metadata"]["namespace"] == NAMESPACE
+        key = base64.b64decode(secret["data"][volume["secret"]["items"][0]["key"]]).decode()
+        assert len(key) == 48 and key.isalnum()
+    namespaces = ["ml", "ml-dev"] if name.startswith("everything") else ["ml", "kube-system"]
+    for namespace in [*namespaces, None]:
+        granted = {verb for group, resource, verb in _granted(docs, namespace)
+                   if (group, resource) == ("", "secrets")}  # fmt: skip
+        assert not granted & {"get", "list", "watch"}, (namespace, granted)
+        if namespace is not None:
+            assert {"create", "patch"} <= granted, (namespace, granted)
 
 
 # -- Pod Security Standard "restricted" -----------------------------------------------------
@@ -642,7 +676,7 @@ def test_webhook_with_chart_made_certificates(helm_home: Path, tmp_path: Path) -
 
     assert {webhook.CERT_FILE, webhook.KEY_FILE} <= set(secret["data"])
     pod = operator_deployment(docs)["spec"]["template"]["spec"]
-    volume = next(v for v in pod["volumes"] if v.get("secret"))
+    volume = next(v for v in pod["volumes"] if v["name"] == "webhook-tls")
     assert volume["secret"]["secretName"] == secret["metadata"]["name"]
     mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == volume["name"])
     assert mount["mountPath"] == operator_env(docs)["MODELOPS_WEBHOOK_CERT_DIR"]
@@ -659,7 +693,7 @@ def test_webhook_with_cert_manager(helm_home: Path) -> None:
     assert f"{RELEASE}-webhook.{NAMESPACE}.svc" in certificate["spec"]["dnsNames"]
     pod = operator_deployment(docs)["spec"]["template"]["spec"]
     secrets = [v["secret"]["secretName"] for v in pod["volumes"] if v.get("secret")]
-    assert secrets == [certificate["spec"]["secretName"]]
+    assert secrets == [certificate["spec"]["secretName"], "corp-admin-key"]
     issuer = certificate["spec"]["issuerRef"]
     ca_issuer = one(docs, "Issuer", issuer["name"])
     ca_certificate = one(docs, "Certificate", f"{RELEASE}-webhook-ca")
@@ -675,12 +709,12 @@ def test_webhook_with_cert_manager(helm_home: Path) -> None:
 def test_webhook_disabled(helm_home: Path) -> None:
     docs = render("minimal", helm_home)
     assert of_kind(docs, "ValidatingWebhookConfiguration") == []
-    assert of_kind(docs, "Secret") == []
+    assert [s["metadata"]["name"] for s in of_kind(docs, "Secret")] == [f"{RELEASE}-admin-key"]
     env = operator_env(docs)
     assert "MODELOPS_WEBHOOK_CERT_DIR" not in env
     pod = operator_deployment(docs)["spec"]["template"]["spec"]
     assert "annotations" not in operator_deployment(docs)["spec"]["template"]["metadata"]
-    assert [v["name"] for v in pod["volumes"]] == ["tmp"]
+    assert [v["name"] for v in pod["volumes"]] == ["tmp", "admin-key"]
 
 
 # -- network policy -------------------------------------------------------------------------

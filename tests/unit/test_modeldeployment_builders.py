@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from modelops.api.deployment import ModelDeployment, ModelDeploymentSpec
-from modelops.k8s.modeldeployment import builders, names
+from modelops.k8s.modeldeployment import batchjob, builders, names
 from tests.unit.manifests import model_deployment
 
 
@@ -33,6 +33,7 @@ def context(
         settings=builders.ServingSettings(image="runtime:1", store_volume_claim=claim),
         version=version,
         replicas=replicas,
+        admin_token="token-of-digits",
     )
 
 
@@ -55,9 +56,10 @@ def test_the_example_manifest_builds() -> None:
         settings=builders.ServingSettings(image="img"),
         version=1,
         replicas=1,
+        admin_token="t",
     )
     kinds = [child["kind"] for child in builders.children(ctx)]
-    assert kinds == ["Service", "Service", "PodDisruptionBudget", "Deployment"]
+    assert kinds == ["Service", "Service", "PodDisruptionBudget", "Secret", "Deployment"]
 
 
 def test_replicas_find_each_other_for_feedback_through_a_headless_service() -> None:
@@ -223,7 +225,7 @@ def test_service_and_budget_select_the_server_pods() -> None:
 
 def test_batch_prediction_job_uses_the_serving_version() -> None:
     md_spec = spec(batchPrediction={"inputUri": "file:///data/in", "outputUri": "file:///data/out"})
-    job = builders.batch_job(context(md_spec, version=7))
+    job = batchjob.batch_job(context(md_spec, version=7))
     args = container(job)["command"]
     assert args[:4] == ["python", "-m", "modelops_runtime", "predict-batch"]
     assert arg(args, "--version") == "7"
@@ -237,8 +239,8 @@ def test_batch_prediction_job_uses_the_serving_version() -> None:
     assert job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
     assert container(job)["securityContext"]["readOnlyRootFilesystem"] is True
     # A new version or dataset is a new Job; the same ones are the same Job.
-    again = builders.batch_job(context(md_spec, version=7))
-    other = builders.batch_job(context(md_spec, version=8))
+    again = batchjob.batch_job(context(md_spec, version=7))
+    other = batchjob.batch_job(context(md_spec, version=8))
     assert job["metadata"]["name"] == again["metadata"]["name"] != other["metadata"]["name"]
 
 
@@ -246,7 +248,7 @@ def test_batch_prediction_writes_to_the_store_while_servers_only_read_it() -> No
     """Found on a real node: the Job's output went to a read-only mount and it failed."""
     md_spec = spec(batchPrediction={"inputUri": "file:///data/in", "outputUri": "file:///data/out"})
     ctx = context(md_spec, version=7)
-    job = builders.batch_job(ctx)
+    job = batchjob.batch_job(ctx)
     pod = job["spec"]["template"]["spec"]
     store = next(v for v in pod["volumes"] if v["name"] == "store")
     mount = next(m for m in container(job)["volumeMounts"] if m["name"] == "store")
@@ -260,7 +262,7 @@ def test_batch_prediction_writes_to_the_store_while_servers_only_read_it() -> No
 def test_batch_prediction_needs_a_version() -> None:
     md_spec = spec(batchPrediction={"inputUri": "file:///a", "outputUri": "file:///b"})
     with pytest.raises(ValueError):
-        builders.batch_job(context(md_spec, version=None))
+        batchjob.batch_job(context(md_spec, version=None))
 
 
 def test_long_names_stay_valid_labels() -> None:

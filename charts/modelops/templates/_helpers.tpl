@@ -83,3 +83,12 @@ app.kubernetes.io/part-of: modelops
 {{- define "modelops.webhookCertDir" -}}
 /etc/modelops/webhook
 {{- end }}
+
+{{/* The Secret with the key the ModelDeployments' admin tokens are derived from. */}}
+{{- define "modelops.adminKeySecretName" -}}
+{{- default (printf "%s-admin-key" (include "modelops.fullname" .) | trunc 63 | trimSuffix "-") .Values.adminKey.existingSecret }}
+{{- end }}
+
+{{- define "modelops.adminKeyDir" -}}
+/etc/modelops/admin-key
+{{- end }}

@@ -32,11 +32,13 @@ Role per watched namespace. No wildcards: every group, resource and verb is name
 - apiGroups: ["batch"]
   resources: ["jobs"]
   verbs: ["get", "list", "watch", "create", "update", "patch", "delete"]
-# Each TrainingJob gets a Secret with its Ray token and a NetworkPolicy admitting only its
-# own pods. The operator creates and deletes them; it never reads a Secret back.
+# Each TrainingJob gets a Secret with its Ray token, each ModelDeployment one with its
+# admin token (written with server-side apply: patch, and create when it is new). The
+# operator never reads a Secret: no get, list or watch.
 - apiGroups: [""]
   resources: ["secrets"]
-  verbs: ["create", "delete"]
+  verbs: ["create", "patch", "delete"]
+# Each TrainingJob's NetworkPolicy admits only its own pods.
 - apiGroups: ["networking.k8s.io"]
   resources: ["networkpolicies"]
   verbs: ["create", "delete"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from modelops.api.base import DEFAULT_STORE_URI
 from modelops.api.tenancy import TenancyPolicy
@@ -25,6 +26,33 @@ def _data_access(value: str) -> str:
 
 def _flag(value: str | None) -> bool:
     return (value or "").strip().lower() in ("1", "true", "yes")
+
+
+# RFC 2104: a key shorter than the hash's output (32 bytes for SHA-256) weakens the HMAC.
+MIN_ADMIN_KEY_BYTES = 32
+
+
+def _admin_key() -> bytes | None:
+    """The key of the inference servers' admin tokens: a file (the chart mounts a Secret)
+    or the value itself; None when neither is set. Errors never include the key."""
+    path = os.environ.get("MODELOPS_ADMIN_KEY_FILE")
+    if path:
+        source = f"MODELOPS_ADMIN_KEY_FILE={path}"
+        try:
+            raw = Path(path).read_bytes()
+        except OSError as error:
+            raise ValueError(f"{source}: cannot read it: {error.strerror}") from None
+    else:
+        source = "MODELOPS_ADMIN_KEY"
+        raw = os.environ.get(source, "").encode()
+        if not raw:
+            return None
+    key = raw.strip()  # a file written by hand usually ends with a newline
+    if len(key) < MIN_ADMIN_KEY_BYTES:
+        raise ValueError(
+            f"{source}: the admin key has {len(key)} bytes, at least {MIN_ADMIN_KEY_BYTES} needed"
+        )
+    return key
 
 
 @dataclass(frozen=True)
@@ -57,6 +85,8 @@ class OperatorConfig:
     allowed_priority_classes: tuple[str, ...] = ()
     allowed_toleration_keys: tuple[str, ...] = ()
     allowed_prometheus_urls: tuple[str, ...] = ()
+    # What each ModelDeployment's admin token is derived from; None: a random key at start.
+    admin_key: bytes | None = field(default=None, repr=False)
 
     def policy(self) -> TenancyPolicy:
         return TenancyPolicy(
@@ -89,4 +119,5 @@ class OperatorConfig:
             allowed_priority_classes=_env_list("MODELOPS_ALLOWED_PRIORITY_CLASSES"),
             allowed_toleration_keys=_env_list("MODELOPS_ALLOWED_TOLERATION_KEYS"),
             allowed_prometheus_urls=_env_list("MODELOPS_ALLOWED_PROMETHEUS_URLS"),
+            admin_key=_admin_key(),
         )

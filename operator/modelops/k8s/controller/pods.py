@@ -1,9 +1,10 @@
 """Pod parts every resource's children share: the operator's pod settings, the store, its
-credentials, scheduling, the shape of a run-to-completion Job pod, and a Service in front
-of pods."""
+credentials, scheduling, the shape of a run-to-completion Job pod, a Secret, and a Service
+in front of pods."""
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -90,6 +91,20 @@ def metadata(name: str, namespace: str, labels: dict[str, str], owner: Manifest)
         "labels": labels,
         "ownerReferences": [owner],
     }
+
+
+def secret(metadata: Manifest, data: Mapping[str, str], *, immutable: bool = False) -> Manifest:
+    """An Opaque Secret holding `data` (plain text, encoded here)."""
+    manifest: Manifest = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": metadata,
+        "type": "Opaque",
+        "data": {key: base64.b64encode(value.encode()).decode() for key, value in data.items()},
+    }
+    if immutable:
+        manifest["immutable"] = True
+    return manifest
 
 
 def service(

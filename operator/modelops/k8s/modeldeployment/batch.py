@@ -14,7 +14,7 @@ from typing import Any
 
 from modelops.api.deployment import BatchPredictionStatus, ModelDeploymentStatus
 from modelops.k8s.kube import ApiError, namespaced_path
-from modelops.k8s.modeldeployment import builders, children
+from modelops.k8s.modeldeployment import batchjob, builders, children
 from modelops.k8s.modeldeployment.shared import Shared
 
 log = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ async def reconcile(
     if batch is None or status.active_version is None:
         status.batch_prediction = None
         return
-    manifest = builders.batch_job(ctx)
+    manifest = batchjob.batch_job(ctx)
     job_name = manifest["metadata"]["name"]
     job = next((j for j in jobs() if j.get("name") == job_name), None)
     if job is None:

@@ -7,12 +7,13 @@ so the pod template only ever names the stable version and a traffic step never
 restarts a pod. A version change of the template is a rolling update with
 `maxUnavailable: 0` behind readiness probes. A ClusterIP Service named like the
 ModelDeployment fronts the pods; a PodDisruptionBudget keeps drains from taking
-more than one at a time; batch prediction is a Job with the same version.
+more than one at a time; a Secret holds the deployment's own admin token, which only
+its servers mount. Batch prediction's Job (batchjob.py) runs the same version.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from modelops.api.deployment import ModelDeploymentSpec
@@ -21,7 +22,7 @@ from modelops.k8s.controller import pods
 from modelops.k8s.controller.pods import STORE_MOUNT as STORE_MOUNT
 from modelops.k8s.controller.pods import STORE_SECRET as STORE_SECRET
 from modelops.k8s.controller.pods import TERMINATION_LOG as TERMINATION_LOG
-from modelops.k8s.modeldeployment import names
+from modelops.k8s.modeldeployment import credentials, names
 from modelops.k8s.security import container_security, pod_security
 
 Manifest = dict[str, Any]
@@ -30,7 +31,6 @@ HTTP_PORT = 8080
 # The Open Inference Protocol over gRPC; the Service exposes it on the same number.
 GRPC_PORT = 8081
 SERVICE_PORT = 80
-ADMIN_TOKEN_SECRET = "modelops-admin-token"
 GPU = "nvidia.com/gpu"
 ENSEMBLE_LABEL = "ensemble"
 DRAIN_SECONDS = 20
@@ -55,6 +55,7 @@ class ServingContext:
     settings: ServingSettings
     version: int | None
     replicas: int
+    admin_token: str = field(repr=False)
 
     @property
     def model(self) -> str:
@@ -131,7 +132,7 @@ def server_args(ctx: ServingContext) -> list[str]:
     return args
 
 
-def _resources(spec: ModelDeploymentSpec) -> Manifest:
+def resources(spec: ModelDeploymentSpec) -> Manifest:
     res = spec.resources
     requests: dict[str, str] = {"cpu": res.cpu, "memory": res.memory}
     # Memory is limited so one replica cannot starve its node; CPU is not (throttling
@@ -143,7 +144,7 @@ def _resources(spec: ModelDeploymentSpec) -> Manifest:
     return {"requests": requests, "limits": limits}
 
 
-def _volumes(
+def store_volumes(
     ctx: ServingContext, *, writable: bool = False
 ) -> tuple[list[Manifest], list[Manifest]]:
     """A writable /tmp under the read-only root, and the store: read-only for servers,
@@ -151,19 +152,19 @@ def _volumes(
     return pods.tmp_and_store(ctx.settings.store_volume_claim, writable=writable)
 
 
-def _env() -> list[Manifest]:
+def _server_volumes(ctx: ServingContext) -> tuple[list[Manifest], list[Manifest]]:
+    """/tmp, the store read-only, and the deployment's own admin token."""
+    volumes, mounts = store_volumes(ctx)
+    volume, mount = credentials.token_volume(names.admin_secret(ctx.name))
+    return [*volumes, volume], [*mounts, mount]
+
+
+def pod_env() -> list[Manifest]:
+    """What every pod of a ModelDeployment knows about itself."""
     return [
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         {"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-        # The admin endpoint (routing, hot swap) checks this token when the Secret exists;
-        # the operator sends the same token (MODELOPS_ADMIN_TOKEN in its environment).
-        {
-            "name": "MODELOPS_ADMIN_TOKEN",
-            "valueFrom": {
-                "secretKeyRef": {"name": ADMIN_TOKEN_SECRET, "key": "token", "optional": True}
-            },
-        },
         {"name": "HOME", "value": "/tmp"},
         {"name": "PYTHONUNBUFFERED", "value": "1"},
     ]
@@ -200,19 +201,19 @@ def _scheduling(ctx: ServingContext) -> Manifest:
 
 
 def server_container(ctx: ServingContext) -> Manifest:
-    _, mounts = _volumes(ctx)
+    _, mounts = _server_volumes(ctx)
     return {
         "name": "server",
         "image": ctx.image,
         "imagePullPolicy": "IfNotPresent",
         "command": server_args(ctx),
-        "env": _env(),
+        "env": [*pod_env(), credentials.token_file_env()],
         "envFrom": _env_from(),
         "ports": [
             {"name": "http", "containerPort": HTTP_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": GRPC_PORT, "protocol": "TCP"},
         ],
-        "resources": _resources(ctx.spec),
+        "resources": resources(ctx.spec),
         "securityContext": container_security(),
         # Loading a large model can take minutes; liveness starts only after this passes.
         "startupProbe": _probe("/v2/health/live", 2, 150),
@@ -225,7 +226,7 @@ def server_container(ctx: ServingContext) -> Manifest:
 
 
 def deployment(ctx: ServingContext) -> Manifest:
-    volumes, _ = _volumes(ctx)
+    volumes, _ = _server_volumes(ctx)
     rolling = ctx.spec.rollout.rolling
     selector = names.server_selector(ctx.name)
     return {
@@ -297,6 +298,13 @@ def service(ctx: ServingContext) -> Manifest:
     return pods.service(metadata, names.server_selector(ctx.name), ports, type="ClusterIP")
 
 
+def admin_secret(ctx: ServingContext) -> Manifest:
+    """The deployment's admin token, for its servers; the operator derives it again and
+    never reads this back."""
+    metadata = ctx.metadata(names.admin_secret(ctx.name))
+    return pods.secret(metadata, {credentials.SECRET_KEY: ctx.admin_token})
+
+
 def disruption_budget(ctx: ServingContext) -> Manifest:
     return {
         "apiVersion": "policy/v1",
@@ -309,71 +317,6 @@ def disruption_budget(ctx: ServingContext) -> Manifest:
             "selector": {"matchLabels": names.server_selector(ctx.name)},
             # A pod that never became ready must not block a drain.
             "unhealthyPodEvictionPolicy": "AlwaysAllow",
-        },
-    }
-
-
-def batch_args(ctx: ServingContext, version_label: str) -> list[str]:
-    batch = ctx.spec.batch_prediction
-    assert batch is not None
-    return [
-        "python",
-        "-m",
-        "modelops_runtime",
-        "predict-batch",
-        "--store",
-        ctx.spec.model.store_uri,
-        "--model",
-        ctx.model,
-        "--version",
-        version_label,
-        "--input",
-        batch.input_uri,
-        "--output",
-        batch.output_uri,
-        "--format",
-        batch.format.value,
-        "--batch-size",
-        str(batch.batch_size),
-        "--termination-log",
-        TERMINATION_LOG,
-    ]
-
-
-def batch_job(ctx: ServingContext) -> Manifest:
-    """Batch prediction with the stable version; one Job per version and dataset."""
-    batch = ctx.spec.batch_prediction
-    if batch is None or ctx.version is None:
-        raise ValueError(f"{ctx.name}: batch prediction needs spec.batchPrediction and a version")
-    volumes, mounts = _volumes(ctx, writable=True)
-    name = names.batch_job(ctx.name, ctx.version, batch.input_uri, batch.output_uri)
-    container = {
-        "name": "predict",
-        "image": ctx.image,
-        "imagePullPolicy": "IfNotPresent",
-        # The Job's retries share its name: each clears what a killed attempt left.
-        "command": [*batch_args(ctx, str(ctx.version)), "--run-id", name],
-        "env": [e for e in _env() if e["name"] != "MODELOPS_ADMIN_TOKEN"],
-        "envFrom": _env_from(),
-        "resources": _resources(ctx.spec),
-        "securityContext": container_security(),
-        "volumeMounts": mounts,
-        # The final counts, which the operator copies into status.batchPrediction.
-        "terminationMessagePath": TERMINATION_LOG,
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-    }
-    labels = ctx.labels(names.ROLE_BATCH)
-    return {
-        "apiVersion": "batch/v1",
-        "kind": "Job",
-        "metadata": ctx.metadata(name, names.ROLE_BATCH)
-        | {"annotations": {names.ANNOTATION_VERSION: str(ctx.version)}},
-        "spec": {
-            "backoffLimit": 2,
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": pods.job_pod([container], volumes, pods.scheduling(ctx.spec.resources)),
-            },
         },
     }
 
@@ -395,5 +338,7 @@ def peers_service(ctx: ServingContext) -> Manifest:
 
 
 def children(ctx: ServingContext) -> list[Manifest]:
-    """The serving children, in creation order (the Services first, so DNS is ready)."""
-    return [service(ctx), peers_service(ctx), disruption_budget(ctx), deployment(ctx)]
+    """The serving children, in creation order (the Services first, so DNS is ready; the
+    token's Secret before the pods that mount it)."""
+    budget, secret = disruption_budget(ctx), admin_secret(ctx)
+    return [service(ctx), peers_service(ctx), budget, secret, deployment(ctx)]

@@ -6,8 +6,8 @@ Every pass (each `autoscaling.intervalSeconds`, or sooner when the object change
 2. read the servers' metrics once (scrape or Prometheus) into monotonic totals;
 3. rollout: plan the next step from the candidate's metrics since its step began;
 4. autoscale: the policy's decision, written through the scale subresource;
-5. apply the children (Service, PodDisruptionBudget, Deployment) and push the
-   traffic split to every server;
+5. apply the children (Services, PodDisruptionBudget, the admin token's Secret,
+   Deployment) and push the traffic split to every server, with that token;
 6. batch prediction, conditions, and a status write only when something moved.
 
 Each stage catches its own errors, so a failing Prometheus or an unreachable
@@ -33,7 +33,7 @@ from modelops.api.deployment import (
     RolloutStrategy,
 )
 from modelops.k8s.controller.status import StatusConflict
-from modelops.k8s.modeldeployment import batch, builders, children, names
+from modelops.k8s.modeldeployment import batch, builders, children, credentials, names
 from modelops.k8s.modeldeployment import status as report
 from modelops.k8s.modeldeployment.autoscaler import Autoscaler
 from modelops.k8s.modeldeployment.batch import batch_report as batch_report
@@ -97,6 +97,9 @@ class ServingLoop:
         self.name = name
         self.uid = uid
         self.views = views
+        # Derived, not stored: the same (namespace, name, uid) gives the same token after a
+        # restart, and the operator never needs to read the Secret it writes.
+        self._admin_token = credentials.admin_token(shared.admin_key, namespace, name, uid)
         self.totals = Totals(keep_seconds=SUMMARY_WINDOW * 2)
         self.autoscaler = Autoscaler(self._write_scale)
         self.applier = children.Applier(shared.kube)
@@ -318,6 +321,7 @@ class ServingLoop:
             settings=self.shared.settings,
             version=status.active_version,
             replicas=replicas,
+            admin_token=self._admin_token,
         )
 
     async def _apply_children(
@@ -345,7 +349,7 @@ class ServingLoop:
             weight=float(plan.weight) if candidate is not None else 0.0,
             shadow=plan.shadow,
         )
-        result = await apply_split(self.shared.session, endpoints, split)
+        result = await apply_split(self.shared.session, endpoints, split, token=self._admin_token)
         if result.failed:
             failures = "; ".join(f"{name}: {error}" for name, error in result.failed)
             log.warning("%s/%s: routing: %s", self.namespace, self.name, failures)

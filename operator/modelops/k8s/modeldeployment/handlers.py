@@ -7,6 +7,7 @@ memory, updated by watches, so a pass costs API calls only for what it writes.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import Any
@@ -20,10 +21,12 @@ from modelops.k8s.controller.loop import LoopSettings, ObjectLoops
 from modelops.k8s.controller.status import Outcome
 from modelops.k8s.controller.wiring import Daemon, register, serve
 from modelops.k8s.metrics import METRICS
-from modelops.k8s.modeldeployment import names
+from modelops.k8s.modeldeployment import credentials, names
 from modelops.k8s.modeldeployment.builders import ServingSettings
 from modelops.k8s.modeldeployment.controller import ServingLoop, Shared, Views
 from modelops.lifecycle.promotion import promoted_by_training, promoted_by_update
+
+log = logging.getLogger(__name__)
 
 Key = tuple[str, str]  # (namespace, ModelDeployment label value)
 
@@ -53,6 +56,13 @@ class Serving:
 @kopf.on.startup()
 async def start_modeldeployments(memo: Any, **_: Any) -> None:
     config: OperatorConfig = memo.config
+    admin_key = config.admin_key
+    if admin_key is None:
+        log.warning(
+            "no MODELOPS_ADMIN_KEY_FILE or MODELOPS_ADMIN_KEY: the inference servers' admin "
+            "tokens come from a random key and change whenever the operator restarts"
+        )
+        admin_key = credentials.random_key()
     settings = ServingSettings(
         image=config.workload_image, store_volume_claim=config.store_volume_claim
     )
@@ -68,6 +78,7 @@ async def start_modeldeployments(memo: Any, **_: Any) -> None:
         session=aiohttp.ClientSession(),
         policy=config.policy(),
         endpoint_overrides=config.endpoint_overrides,
+        admin_key=admin_key,
     )
     memo.serving = Serving(shared, loops)
 

@@ -59,6 +59,11 @@ def disruption_budget(md: str) -> str:
     return child_name(md, "server")
 
 
+def admin_secret(md: str) -> str:
+    """The Secret with the deployment's own admin token (see credentials.py)."""
+    return child_name(md, "admin")
+
+
 def batch_job(md: str, version: int, input_uri: str, output_uri: str) -> str:
     """One Job per (version, input, output): a new version or dataset runs a new Job."""
     return child_name(md, f"predict-v{version}-{digest(f'{input_uri}|{output_uri}', 6)}")

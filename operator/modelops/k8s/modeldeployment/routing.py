@@ -11,6 +11,9 @@ Level-based: every pass reads each server's routing (GET /v2/admin/routing) and
 writes the wanted one (PUT) only where it differs, so a server that restarted
 from the pod template (which names only the stable version) gets the candidate
 back on the next pass.
+
+Every call carries the ModelDeployment's own admin token (credentials.py): the servers
+of one deployment refuse the token of any other.
 """
 
 from __future__ import annotations
@@ -18,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,7 +35,6 @@ log = logging.getLogger(__name__)
 # Loading a version can take a while (the PUT returns once it is loaded and routed).
 PUT_TIMEOUT = aiohttp.ClientTimeout(total=120.0)
 GET_TIMEOUT = aiohttp.ClientTimeout(total=3.0)
-TOKEN_ENV = "MODELOPS_ADMIN_TOKEN"
 
 
 @dataclass(frozen=True)
@@ -79,9 +80,8 @@ class RoutingResult:
         return not self.failed
 
 
-def _headers() -> dict[str, str]:
-    token = os.environ.get(TOKEN_ENV)
-    return {"Authorization": f"Bearer {token}"} if token else {}
+def _headers(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
 
 
 async def _answer(response: aiohttp.ClientResponse, what: str) -> dict[str, Any]:
@@ -100,32 +100,38 @@ async def _answer(response: aiohttp.ClientResponse, what: str) -> dict[str, Any]
     return body
 
 
-async def read_state(session: aiohttp.ClientSession, endpoint: Endpoint) -> dict[str, Any]:
+async def read_state(
+    session: aiohttp.ClientSession, endpoint: Endpoint, *, token: str
+) -> dict[str, Any]:
     """The server's routing, loaded versions and quality summary."""
     url = f"{endpoint.url}/v2/admin/routing"
-    async with session.get(url, headers=_headers(), timeout=GET_TIMEOUT) as response:
+    async with session.get(url, headers=_headers(token), timeout=GET_TIMEOUT) as response:
         return await _answer(response, "GET routing")
 
 
-async def _put(session: aiohttp.ClientSession, endpoint: Endpoint, split: Split) -> dict[str, Any]:
+async def _put(
+    session: aiohttp.ClientSession, endpoint: Endpoint, split: Split, token: str
+) -> dict[str, Any]:
     url = f"{endpoint.url}/v2/admin/routing"
     async with session.put(
-        url, json=split.to_json(), headers=_headers(), timeout=PUT_TIMEOUT
+        url, json=split.to_json(), headers=_headers(token), timeout=PUT_TIMEOUT
     ) as response:
         return await _answer(response, "PUT routing")
 
 
 async def apply_split(
-    session: aiohttp.ClientSession, endpoints: Sequence[Endpoint], split: Split
+    session: aiohttp.ClientSession, endpoints: Sequence[Endpoint], split: Split, *, token: str
 ) -> RoutingResult:
-    """Make every reachable server route like `split`; write only where it differs."""
+    """Make every reachable server route like `split`; write only where it differs.
+
+    `token` is the admin token of the ModelDeployment the servers belong to."""
 
     async def one(endpoint: Endpoint) -> tuple[Endpoint, dict[str, Any] | None, bool, str | None]:
         try:
-            state = await read_state(session, endpoint)
+            state = await read_state(session, endpoint, token=token)
             if split.matches(state.get("routing")):
                 return endpoint, state, False, None
-            state = await _put(session, endpoint, split)
+            state = await _put(session, endpoint, split, token)
             log.info("routing of %s is now %s", endpoint.address, split.to_json())
             return endpoint, state, True, None
         except (aiohttp.ClientError, TimeoutError, OSError, RuntimeError, ValueError) as error:

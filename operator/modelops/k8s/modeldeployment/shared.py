@@ -15,7 +15,7 @@ from modelops.api.tenancy import TenancyPolicy
 from modelops.k8s.controller.status import StatusWriter
 from modelops.k8s.kube import Kube
 from modelops.k8s.metrics import METRICS
-from modelops.k8s.modeldeployment import builders, names
+from modelops.k8s.modeldeployment import builders, credentials, names
 
 T = TypeVar("T")
 
@@ -42,6 +42,8 @@ class Shared:
     policy: TenancyPolicy = field(default_factory=TenancyPolicy)
     # Whether the metrics-endpoints annotation is honoured (OperatorConfig.endpoint_overrides).
     endpoint_overrides: bool = False
+    # What each ModelDeployment's admin token is derived from (credentials.py).
+    admin_key: bytes = field(default_factory=credentials.random_key, repr=False)
     status: StatusWriter = field(init=False)
 
     def __post_init__(self) -> None:

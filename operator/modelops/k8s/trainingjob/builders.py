@@ -14,8 +14,6 @@ re-exported here.
 
 from __future__ import annotations
 
-import base64
-
 import yaml
 
 from modelops.api.base import API_VERSION
@@ -63,15 +61,8 @@ def head_service(ctx: JobContext) -> Manifest:
 
 def auth_secret(ctx: JobContext, token: str) -> Manifest:
     """The job's Ray token; pods read it through `secretKeyRef`, the operator never again."""
-    encoded = base64.b64encode(token.encode()).decode()
-    return {
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": ctx.metadata(names.auth_secret(ctx.name)),
-        "type": "Opaque",
-        "immutable": True,
-        "data": {AUTH_TOKEN_KEY: encoded},
-    }
+    metadata = ctx.metadata(names.auth_secret(ctx.name))
+    return pods.secret(metadata, {AUTH_TOKEN_KEY: token}, immutable=True)
 
 
 def network_policy(ctx: JobContext) -> Manifest:
