@@ -362,10 +362,11 @@ def test_feedback_names_an_id_the_server_issued_once(client: httpx.Client, v1: P
     issued = reply.headers["x-feedback-id"]
     assert len(issued) >= 20 and issued != "mine-1"
     label = [int(v1.predict(rows)[0])]
-    forged = [{"id": "mine-1", "labels": label}, {"id": issued[:-1] + "A", "labels": label}]
+    guessed = issued[:-1] + ("B" if issued.endswith("A") else "A")  # one character off
+    forged = [{"id": "mine-1", "labels": label}, {"id": guessed, "labels": label}]
     assert client.post("/v2/models/m/feedback", json=forged).json() == {
         "accepted": 0,
-        "unknown": ["mine-1", issued[:-1] + "A"],
+        "unknown": ["mine-1", guessed],
     }
     first = client.post("/v2/models/m/feedback", json=[{"id": issued, "labels": label}]).json()
     assert first == {"accepted": 1, "unknown": []}
