@@ -34,7 +34,7 @@ from tests.cluster.modeldeployment_helpers import (
 from tests.cluster.operator_fixture import OperatorProcess, running_operator, wait_for
 from tests.cluster.trainingjob_helpers import Cluster
 from tests.cluster.trainingjob_helpers import manifest as tj_manifest
-from tests.runtime.serve_helpers import ServerProcess
+from tests.runtime.serve_helpers import CaptureServer, ServerProcess
 
 pytestmark = pytest.mark.cluster
 LOG_ROOT = Path(__file__).resolve().parents[2] / ".state" / "server-logs"
@@ -395,45 +395,13 @@ def test_a_stale_status_write_is_refused_and_recomputed_so_rollbacks_survive(
     assert status.get("conditions"), "the recomputed pass wrote its status"
 
 
-class _Capture:
-    """An HTTP server on loopback that records every request it gets (path, headers)."""
-
-    def __init__(self) -> None:
-        import http.server
-        import threading
-
-        seen: list[tuple[str, str]] = []
-        self.requests = seen
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def _record(self) -> None:
-                seen.append((self.path, self.headers.get("Authorization") or ""))
-                self.send_response(200)
-                self.send_header("content-type", "application/json")
-                self.end_headers()
-                self.wfile.write(b"{}")
-
-            do_GET = do_PUT = _record
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_a_tenants_metrics_endpoints_annotation_is_ignored_by_default(
     control_plane: Any, namespace: str, mds: Deployments, store: str
 ) -> None:
     """The annotation would send the operator's scrapes and admin calls (with the
     deployment's admin token) to any address: only an operator started with
     MODELOPS_ENDPOINT_OVERRIDES honours it, and the chart never sets that."""
-    capture = _Capture()
+    capture = CaptureServer()
     env = {"MODELOPS_ENDPOINT_OVERRIDES": ""}
     try:
         with running_operator(

@@ -220,3 +220,36 @@ async def post_many(
 
 def post_all(url: str, bodies: list[dict[str, Any]], concurrency: int, **kwargs: Any) -> list[Reply]:
     return asyncio.run(post_many(url, bodies, concurrency, **kwargs))
+
+
+class CaptureServer:
+    """An HTTP server on loopback that records every request it gets (method, path,
+    Authorization) and answers each with `answer`: where a test proves nothing was sent."""
+
+    def __init__(self, answer: bytes = b"{}") -> None:
+        import http.server
+        import threading
+
+        seen: list[tuple[str, str, str]] = []
+        self.requests = seen
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _record(self) -> None:
+                seen.append((self.command, self.path, self.headers.get("Authorization") or ""))
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.end_headers()
+                self.wfile.write(answer)
+
+            do_GET = do_PUT = do_POST = _record
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.server.server_address[1])
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -8,7 +8,8 @@ an error that says so, and the operator's memory never holds the whole answer.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -50,114 +51,83 @@ async def _streamed(request: web.Request, chunks: int) -> web.StreamResponse:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
-async def _serve(routes: dict[str, Handler]) -> tuple[web.AppRunner, int]:
+@contextlib.asynccontextmanager
+async def _serving(path: str, handler: Handler) -> AsyncIterator[str]:
+    """A real HTTP server on loopback answering `path`; yields its host:port."""
     app = web.Application()
-    for path, handler in routes.items():
-        app.router.add_route("*", path, handler)
+    app.router.add_route("*", path, handler)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
     port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    return runner, port
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
-def _run(coro: Any) -> Any:
-    return asyncio.run(coro)
+async def _huge(request: web.Request) -> web.StreamResponse:
+    return await _streamed(request, HUGE >> 20)
+
+
+async def _small_metrics(_: web.Request) -> web.Response:
+    return web.Response(text=_metrics("digits"))
+
+
+async def _declared(_: web.Request) -> web.Response:
+    return web.Response(body=b"x" * (bounded.ANSWER_LIMIT + 10))
+
+
+async def _not_an_object(_: web.Request) -> web.Response:
+    return web.json_response([1, 2, 3])
+
+
+async def _admin_error(handler: Handler) -> str:
+    """What reading the routing of a server answering with `handler` raises."""
+    async with (
+        _serving("/v2/admin/routing", handler) as address,
+        aiohttp.ClientSession() as session,
+    ):
+        with pytest.raises(RuntimeError) as raised:
+            await routing.read_state(session, Endpoint("hostile", address), token="t")
+        return str(raised.value)
+
+
+async def _query(handler: Handler) -> None:
+    async with _serving("/api/v1/query", handler) as address, aiohttp.ClientSession() as session:
+        await query_prometheus(session, f"http://{address}", "digits", "", "ns")
 
 
 def test_an_oversize_metrics_page_leaves_that_server_out_of_the_reading() -> None:
     async def scenario() -> dict[str, Any]:
-        async def small(_: web.Request) -> web.Response:
-            return web.Response(text=_metrics("digits"))
+        async with (
+            _serving("/metrics", _small_metrics) as good,
+            _serving("/metrics", _huge) as bad,
+            aiohttp.ClientSession() as session,
+        ):
+            endpoints = [Endpoint("good", good), Endpoint("hostile", bad)]
+            return await scrape(session, endpoints, "digits")
 
-        async def huge(request: web.Request) -> web.StreamResponse:
-            return await _streamed(request, HUGE >> 20)
-
-        good_runner, good = await _serve({"/metrics": small})
-        bad_runner, bad = await _serve({"/metrics": huge})
-        try:
-            async with aiohttp.ClientSession() as session:
-                endpoints = [
-                    Endpoint("good", f"127.0.0.1:{good}"),
-                    Endpoint("hostile", f"127.0.0.1:{bad}"),
-                ]
-                return await scrape(session, endpoints, "digits")
-        finally:
-            await good_runner.cleanup()
-            await bad_runner.cleanup()
-
-    readings = _run(scenario())
+    readings = asyncio.run(scenario())
     assert set(readings) == {"good"}, readings
 
 
 def test_an_oversize_admin_answer_is_an_error_naming_the_ceiling() -> None:
-    async def scenario() -> str:
-        async def huge(request: web.Request) -> web.StreamResponse:
-            return await _streamed(request, HUGE >> 20)
-
-        runner, port = await _serve({"/v2/admin/routing": huge})
-        try:
-            async with aiohttp.ClientSession() as session:
-                with pytest.raises(RuntimeError) as raised:
-                    await routing.read_state(
-                        session, Endpoint("hostile", f"127.0.0.1:{port}"), token="t"
-                    )
-                return str(raised.value)
-        finally:
-            await runner.cleanup()
-
-    message = _run(scenario())
+    message = asyncio.run(_admin_error(_huge))
     assert "GET routing" in message and str(bounded.ANSWER_LIMIT) in message, message
 
 
 def test_an_oversize_declared_length_is_refused_before_reading() -> None:
-    async def scenario() -> str:
-        async def declared(_: web.Request) -> web.Response:
-            return web.Response(body=b"x" * (bounded.ANSWER_LIMIT + 10))
-
-        runner, port = await _serve({"/v2/admin/routing": declared})
-        try:
-            async with aiohttp.ClientSession() as session:
-                with pytest.raises(RuntimeError) as raised:
-                    await routing.read_state(
-                        session, Endpoint("hostile", f"127.0.0.1:{port}"), token="t"
-                    )
-                return str(raised.value)
-        finally:
-            await runner.cleanup()
-
-    message = _run(scenario())
+    message = asyncio.run(_admin_error(_declared))
     assert f"answer of {bounded.ANSWER_LIMIT + 10} bytes" in message, message
 
 
 def test_an_oversize_prometheus_answer_fails_the_query() -> None:
-    async def scenario() -> None:
-        async def huge(request: web.Request) -> web.StreamResponse:
-            return await _streamed(request, HUGE >> 20)
-
-        runner, port = await _serve({"/api/v1/query": huge})
-        try:
-            async with aiohttp.ClientSession() as session:
-                with pytest.raises(bounded.TooLarge):
-                    await query_prometheus(session, f"http://127.0.0.1:{port}", "digits", "", "ns")
-        finally:
-            await runner.cleanup()
-
-    _run(scenario())
+    with pytest.raises(bounded.TooLarge):
+        asyncio.run(_query(_huge))
 
 
 def test_a_prometheus_answer_that_is_not_an_object_is_a_prometheus_error() -> None:
-    async def scenario() -> None:
-        async def listing(_: web.Request) -> web.Response:
-            return web.json_response([1, 2, 3])
-
-        runner, port = await _serve({"/api/v1/query": listing})
-        try:
-            async with aiohttp.ClientSession() as session:
-                with pytest.raises(PrometheusError):
-                    await query_prometheus(session, f"http://127.0.0.1:{port}", "digits", "", "ns")
-        finally:
-            await runner.cleanup()
-
-    _run(scenario())
+    with pytest.raises(PrometheusError):
+        asyncio.run(_query(_not_an_object))

@@ -6,11 +6,8 @@ a peer records whether a forged id could make a server call it.
 
 from __future__ import annotations
 
-import http.server
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import numpy as np
@@ -19,6 +16,7 @@ import pytest
 from modelops_runtime.serve import peers
 from tests.runtime.serve_helpers import (
     N_FEATURES,
+    CaptureServer,
     ServerProcess,
     infer_body,
     make_store,
@@ -65,30 +63,6 @@ def _feedback_rows(server: ServerProcess) -> float:
     return sum(metric_values(text, "modelops_feedback_rows_total").values())
 
 
-class _Capture:
-    def __init__(self) -> None:
-        hits: list[str] = []
-        self.hits = hits
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                hits.append(self.path)
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b'{"accepted": 99, "unknown": []}')
-
-            def log_message(self, *_: Any) -> None:
-                pass
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 def test_feedback_on_another_replica_reaches_the_one_that_answered(
     pair: list[ServerProcess],
 ) -> None:
@@ -120,7 +94,7 @@ def test_a_mixed_list_is_split_and_a_forged_address_is_never_called(
     rows = np.zeros((2, N_FEATURES), dtype=np.float32)
     on_first, first_id = _answer(first, rows)
     on_second, second_id = _answer(second, rows)
-    capture = _Capture()
+    capture = CaptureServer(b'{"accepted": 99, "unknown": []}')
     try:
         forged = peers.tag(f"127.0.0.1:{capture.port}") + ".made-up"
         reply = httpx.post(
@@ -135,7 +109,7 @@ def test_a_mixed_list_is_split_and_a_forged_address_is_never_called(
     finally:
         capture.close()
     assert reply.json() == {"accepted": 2, "unknown": [forged]}, reply.text
-    assert capture.hits == []  # not a peer: no request left the server for it
+    assert capture.requests == []  # not a peer: no request left the server for it
 
 
 def test_a_forwarded_request_is_never_forwarded_again(pair: list[ServerProcess]) -> None:

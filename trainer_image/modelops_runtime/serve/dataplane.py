@@ -291,10 +291,10 @@ class DataPlane:
         return {"accepted": accepted, "unknown": unknown}
 
     async def _peer_of(self, request_id: str) -> str | None:
-        if self.peers is None or self.peers.is_own(request_id):
+        address = address_of(request_id) if self.peers is not None else None
+        if address is None or self.peers is None:
             return None
-        address = address_of(request_id)
-        return address if address is not None and await self.peers.peer(address) else None
+        return address if await self.peers.peer(address) else None
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:

@@ -76,9 +76,6 @@ class Peers:
     def new_id(self, token: str) -> str:
         return f"{tag(self.own)}.{token}"
 
-    def is_own(self, feedback_id: str) -> bool:
-        return address_of(feedback_id) in (None, self.own)
-
     async def _hosts(self) -> frozenset[str]:
         if self.dns is None:
             return frozenset()
