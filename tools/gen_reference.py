@@ -27,6 +27,8 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
+from modelops.api.base import STORE_URI_PATTERN
+
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT = ROOT / "docs" / "reference.md"
 
@@ -70,6 +72,10 @@ def type_name(annotation: Any) -> str:
     """A readable type: links for nested models, values for enums and literals."""
     annotation, _ = _unwrap_optional(annotation)
     origin = typing.get_origin(annotation)
+    if origin is typing.Annotated:
+        base, *metadata = typing.get_args(annotation)
+        limits = [b for m in metadata if isinstance(m, FieldInfo) for b in _bounds(m)]
+        return f"{type_name(base)} ({', '.join(limits)})" if limits else type_name(base)
     if origin is typing.Literal:
         return " | ".join(f"`{v}`" for v in typing.get_args(annotation))
     if origin is list:
@@ -91,6 +97,12 @@ def type_name(annotation: Any) -> str:
     return f"`{annotation}`"
 
 
+# Patterns too long to read, said in words (the CRD holds the pattern itself).
+PATTERN_WORDS = {
+    STORE_URI_PATTERN: "a `file://` or `s3://` URI, no blanks, no `.` or `..` path segment",
+}
+
+
 def _bounds(info: FieldInfo) -> list[str]:
     out: list[str] = []
     symbols = {"ge": "≥", "gt": ">", "le": "≤", "lt": "<"}
@@ -105,7 +117,7 @@ def _bounds(info: FieldInfo) -> list[str]:
                 out.append(f"{label} {value}")
         pattern = getattr(meta, "pattern", None)
         if pattern is not None:
-            out.append(f"pattern `{pattern}`")
+            out.append(PATTERN_WORDS.get(pattern, f"pattern `{pattern}`"))
     return out
 
 

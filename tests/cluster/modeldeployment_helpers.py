@@ -32,12 +32,16 @@ MERGE = "application/merge-patch+json"
 MODEL = "digits"
 
 
-def make_store(root: Path) -> str:
-    """Versions 1 and 2 predict alike (same weights); version 3 is a different network."""
+def make_store(root: Path, namespace: str | None = None) -> str:
+    """Versions 1 and 2 predict alike (same weights); version 3 is a different network.
+
+    With a namespace they go to its folder, where the operator looks for that namespace's
+    versions (the default store layout); the store's root is returned either way."""
     store = f"file://{root}"
-    save_classifier(store, MODEL, 1, seed=1)
-    save_classifier(store, MODEL, 2, seed=1)
-    save_classifier(store, MODEL, 3, seed=99)
+    folder = f"{store}/{namespace}" if namespace else store
+    save_classifier(folder, MODEL, 1, seed=1)
+    save_classifier(folder, MODEL, 2, seed=1)
+    save_classifier(folder, MODEL, 3, seed=99)
     return store
 
 

@@ -83,10 +83,15 @@ class World:
     def data_uri(self) -> str:
         return f"file://{self.data}"
 
+    @property
+    def folder(self) -> str:
+        """The namespace's folder of the store, where its versions go (default layout)."""
+        return f"{self.store}/{self.cluster.ns}"
+
     def save_version(self, version: int) -> None:
         """A finished version whose snapshot is the data as it is now."""
         listing = snapshot(self.data_uri, DataFormat.PARQUET)
-        folder = artifacts.version_uri(self.store, MODEL, version)
+        folder = artifacts.version_uri(self.folder, MODEL, version)
         card = classifier_card(MODEL, version, [8], n_features=4)
         artifacts.save_version(folder, card, None, {"accuracy": 0.9}, listing)
 
@@ -173,7 +178,7 @@ class World:
         wait_for(f"{head} created", lambda: head in self.cluster.pod_names(job), timeout=60)
         result = TrainingResult(
             version=version,
-            uri=artifacts.version_uri(self.store, MODEL, version),
+            uri=artifacts.version_uri(self.folder, MODEL, version),
             metrics={"accuracy": accuracy},
         )
         self.finish_pod(head, result.encode())

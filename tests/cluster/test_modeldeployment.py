@@ -41,16 +41,19 @@ LOG_ROOT = Path(__file__).resolve().parents[2] / ".state" / "server-logs"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> str:
-    return make_store(tmp_path / "store")
+def store(tmp_path: Path, namespace: str) -> str:
+    return make_store(tmp_path / "store", namespace)
 
 
 @pytest.fixture
-def live(store: str, request: pytest.FixtureRequest) -> Iterator[list[ServerProcess]]:
+def live(
+    store: str, namespace: str, request: pytest.FixtureRequest
+) -> Iterator[list[ServerProcess]]:
     # Logs go where they outlive pytest's temporary folders.
     logs = LOG_ROOT / request.node.name
     logs.mkdir(parents=True, exist_ok=True)
-    with servers(store, 2, logs) as started:
+    # The servers read the namespace's folder, as the operator's pods would.
+    with servers(f"{store}/{namespace}", 2, logs) as started:
         yield started
 
 

@@ -287,7 +287,8 @@ def test_training_job_trains_on_real_ray_pods(platform: Platform) -> None:
     assert version["version"] == 1
     metrics = version.get("metrics") or {}
     assert metrics.get("accuracy", 0) > 0.85, version
-    stored = platform.store / "models" / "digits" / "v1"
+    # Each namespace's versions have their own folder of the store (the default layout).
+    stored = platform.store / "models" / platform.tenant / "digits" / "v1"
     files = {p.name for p in stored.iterdir()} if stored.exists() else set()
     assert "model.safetensors" in files and not any(
         f.endswith(".pt") or f.endswith(".pkl") for f in files
@@ -496,7 +497,7 @@ def test_new_shards_promote_a_fine_tuned_version(platform: Platform) -> None:
     # Each look was a pod of its own, removed once read.
     jobs = platform.get("jobs", "-n", platform.tenant, "-l", "modelops.dev/role=scan")["items"]
     assert len(jobs) <= 1, [j["metadata"]["name"] for j in jobs]
-    stored = platform.store / "models" / "digits" / f"v{record['version']}"
+    stored = platform.store / "models" / platform.tenant / "digits" / f"v{record['version']}"
     assert (stored / "model.safetensors").exists(), list(stored.iterdir())
 
 
@@ -546,7 +547,8 @@ def test_a_killed_worker_is_replaced_and_training_resumes_from_the_checkpoint(
     attempts = status["attempts"]
     assert attempts[-1]["result"] == "Succeeded" and attempts[-1].get("lastCheckpoint"), attempts
     record = json.loads(
-        (platform.store / "models" / "digits-resume" / "v1" / "training.json").read_text()
+        (platform.store / "models" / platform.tenant / "digits-resume" / "v1" / "training.json")
+        .read_text()
     )
     history = record["epochs"]
     assert record["attempts"] >= 2, record

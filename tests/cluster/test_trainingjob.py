@@ -161,7 +161,8 @@ def test_progress_then_success_records_the_model_version_and_cleans_up_after_ttl
     status = cluster.wait_phase("ok", "Succeeded")
     version = status["modelVersion"]
     assert (version["name"], version["version"]) == ("digits", 1)
-    assert version["uri"] == "file:///var/lib/modelops/models/digits/v1"
+    # The namespace's own folder of the store (the default layout).
+    assert version["uri"] == f"file:///var/lib/modelops/models/{cluster.ns}/digits/v1"
     assert version["metrics"] == {"val_loss": 0.3, "val_accuracy": 0.95}
     assert version["dataSnapshot"]["rows"] == 1797
     assert status["mainMetric"] == "val_loss=0.3"

@@ -132,3 +132,20 @@ def test_cross_field_rules_are_in_the_schema() -> None:
     assert "sum() == 100" in ensemble["x-kubernetes-validations"][0]["rule"]
     conditions = md["properties"]["status"]["properties"]["conditions"]
     assert conditions["x-kubernetes-list-type"] == "map"
+
+
+@pytest.mark.parametrize("info", RESOURCES, ids=lambda i: i.kind)
+def test_every_list_map_and_string_of_a_spec_is_bounded(info: ResourceInfo) -> None:
+    """A tenant cannot make an object that costs the operator more than its bounds allow
+    (huge lists, overlong strings): the API server refuses it before anyone reads it."""
+    spec = _schema(info)["properties"]["spec"]
+    unbounded = []
+    for path, node in _nodes(spec, "spec"):
+        kind = node.get("type")
+        if kind == "array" and "maxItems" not in node:
+            unbounded.append(path)
+        if kind == "string" and not {"maxLength", "enum", "format"} & node.keys():
+            unbounded.append(path)
+        if isinstance(node.get("additionalProperties"), dict) and "maxProperties" not in node:
+            unbounded.append(path)
+    assert unbounded == []

@@ -165,7 +165,8 @@ def test_the_evaluation_job_runs_compare_with_both_versions_under_a_restricted_c
         "modelops_runtime",
         "compare",
         "--store",
-        "file:///var/lib/modelops/models",
+        # The namespace's own folder of the recipe's store (the default layout).
+        "file:///var/lib/modelops/models/team-a",
         "--model",
         "digits",
         "--candidate",

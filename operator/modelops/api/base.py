@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, ClassVar, Final
+from typing import Annotated, Any, ClassVar, Final
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
@@ -27,7 +27,15 @@ NO_SPACE_PATTERN = r"^[^ \t\r\n]+$"
 # Data and model stores: local paths or S3-compatible object stores.
 # Where model versions go unless a resource names a store (a PVC mounted there).
 DEFAULT_STORE_URI = "file:///var/lib/modelops/models"
-STORE_URI_PATTERN = r"^(file|s3)://[^ \t\r\n]+$"
+# A store URI: no blanks, and no "." or ".." path segment, which would let a name
+# climb out of the folder it is joined under (RE2: no look-around, so by segments; each
+# alternative starts with its own character, so matching never backtracks).
+# Every list, map and string a tenant writes is bounded (the CRD schema refuses more), so
+# no object costs the operator more than its size allows and CEL rules stay in budget.
+ShortText = Annotated[str, Field(max_length=256)]
+LabelValue = Annotated[str, Field(max_length=63)]
+_SEGMENT = r"([^/. \t\r\n][^/ \t\r\n]*|\.[^/. \t\r\n][^/ \t\r\n]*|\.\.[^/ \t\r\n]+)"
+STORE_URI_PATTERN = rf"^(file|s3)://({_SEGMENT}|/{_SEGMENT}?)(/{_SEGMENT}?)*$"
 
 
 @dataclass(frozen=True)
@@ -189,11 +197,13 @@ class Condition(ApiModel):
 class SchedulingSpec(ApiModel):
     """Where and how pods are scheduled."""
 
-    node_selector: dict[str, str] = Field(
-        default_factory=dict, description="Node labels that the pods require."
+    node_selector: dict[str, LabelValue] = Field(
+        default_factory=dict, max_length=64, description="Node labels that the pods require."
     )
     tolerations: list[Toleration] = Field(
-        default_factory=list, description="Tolerations added to the pods, e.g. for GPU taints."
+        default_factory=list,
+        max_length=64,
+        description="Tolerations added to the pods, e.g. for GPU taints.",
     )
     priority_class_name: str | None = Field(
         default=None, max_length=253, pattern=NAME_PATTERN, description="PriorityClass of the pods."

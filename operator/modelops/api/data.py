@@ -6,7 +6,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from modelops.api.base import STORE_URI_PATTERN, ApiModel, CelRule
+from modelops.api.base import STORE_URI_PATTERN, ApiModel, CelRule, ShortText
 
 
 class DataFormat(StrEnum):
@@ -50,7 +50,7 @@ class DataSpec(ApiModel):
         description="Folder or prefix of shard files: file:///path or s3://bucket/prefix.",
     )
     format: DataFormat = Field(default=DataFormat.PARQUET, description="Shard file format.")
-    features: list[str] = Field(
+    features: list[ShortText] = Field(
         default_factory=list,
         max_length=100000,
         description="Feature columns; every column but the label when empty.",

@@ -61,7 +61,8 @@ class ModelRef(ApiModel):
         default=DEFAULT_STORE_URI,
         max_length=2048,
         pattern=STORE_URI_PATTERN,
-        description="Artifact store holding the model's versions.",
+        description="Artifact store root holding the model's versions (under "
+        "<storeUri>/<namespace>/ on a cluster, the operator's storeLayout).",
     )
 
 
@@ -94,6 +95,7 @@ class EnsembleSpec(ApiModel):
     members: list[EnsembleMember] = Field(
         min_length=2, max_length=32, description="Member versions."
     )
+
 
 class BatchingSpec(ApiModel):
     """Dynamic batching in the inference server."""

@@ -51,10 +51,16 @@ class RollingSpec(ApiModel):
     """Rolling-update limits of the inference Deployment."""
 
     max_surge: str = Field(
-        default="25%", pattern=r"^([0-9]+%?)$", description="Extra pods during an update."
+        default="25%",
+        max_length=8,
+        pattern=r"^([0-9]+%?)$",
+        description="Extra pods during an update.",
     )
     max_unavailable: str = Field(
-        default="0", pattern=r"^([0-9]+%?)$", description="Pods that may be down during one."
+        default="0",
+        max_length=8,
+        pattern=r"^([0-9]+%?)$",
+        description="Pods that may be down during one.",
     )
 
 

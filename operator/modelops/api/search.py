@@ -6,7 +6,7 @@ from enum import StrEnum
 
 from pydantic import Field
 
-from modelops.api.base import ApiModel, CelRule
+from modelops.api.base import ApiModel, CelRule, ShortText
 from modelops.api.recipe import Mode
 
 
@@ -51,7 +51,7 @@ class SearchParameter(ApiModel):
         "training.optimizer.learningRate.",
     )
     type: ParamType = Field(description="choice, uniform, logUniform or integer.")
-    values: list[str] | None = Field(
+    values: list[ShortText] | None = Field(
         default=None,
         max_length=1000,
         description='Candidates of a choice, as strings parsed with YAML rules ("0.1", '

@@ -1,4 +1,5 @@
-"""What a tenant may name in a spec: images, priority classes, tolerations, Prometheus URLs.
+"""What a tenant may name in a spec: images, priority classes, tolerations, Prometheus URLs,
+store roots; and where in a store a namespace's versions live.
 
 A tenant is whoever may create ModelOps resources in a namespace. The pods the operator
 starts for them carry the store credentials (and, for servers, their own token), so the
@@ -11,6 +12,7 @@ past admission (webhook off, or created before the policy) still never gets its 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -21,6 +23,26 @@ from modelops.api.validation import Problem
 SYSTEM_PRIORITY_PREFIX = "system-"
 # Entries ending in one of these are prefixes (a registry path, a repository's tags).
 _PREFIX_ENDS = ("/", ":", "@")
+
+
+class StoreLayout(StrEnum):
+    """Where a namespace's models go under a store root.
+
+    namespaced: `<store>/<namespace>/<model>/v<N>`, so the same model name in two
+        namespaces never shares a folder (version books are per namespace too);
+    shared: `<store>/<model>/v<N>`, the layout before namespaces (one tenant, or stores
+        written by an earlier release until they are moved).
+    """
+
+    NAMESPACED = "namespaced"
+    SHARED = "shared"
+
+
+def store_root(uri: str, namespace: str, layout: StoreLayout) -> str:
+    """The root a namespace's objects use under the store a spec names."""
+    if layout == StoreLayout.SHARED:
+        return uri
+    return f"{uri.rstrip('/')}/{namespace}"
 
 
 def _matches(value: str, allowed: tuple[str, ...]) -> bool:
@@ -39,7 +61,10 @@ class TenancyPolicy:
     priority_classes: the classes a tenant may name (empty: any but `system-*`);
     toleration_keys: the taint keys a tenant may tolerate (empty: any key); a toleration
         without a key and with `operator: Exists` (it tolerates every taint) never passes;
-    prometheus_urls: URL prefixes `prometheusUrl` may start with (empty: none).
+    prometheus_urls: URL prefixes `prometheusUrl` may start with (empty: none);
+    operator_store: the operator's own store root, always allowed;
+    store_uris: the other store roots a spec may name (empty: any root that is not
+        inside the operator's, where it would reach into another namespace's folder).
     """
 
     operator_images: tuple[str, ...] = ()
@@ -47,6 +72,8 @@ class TenancyPolicy:
     priority_classes: tuple[str, ...] = ()
     toleration_keys: tuple[str, ...] = ()
     prometheus_urls: tuple[str, ...] = ()
+    operator_store: str = ""
+    store_uris: tuple[str, ...] = ()
 
     def image_problems(self, path: str, image: str | None) -> list[Problem]:
         if image is None or image in self.operator_images:
@@ -106,15 +133,36 @@ class TenancyPolicy:
         allowed = ", ".join(self.prometheus_urls) or "none (the pods are scraped instead)"
         return [Problem(path, f"Prometheus {url!r} is not allowed; allowed: {allowed}")]
 
+    def store_problems(self, path: str, uri: str) -> list[Problem]:
+        root = uri.rstrip("/")
+        own = self.operator_store.rstrip("/")
+        allowed = {u.rstrip("/") for u in self.store_uris} | ({own} if own else set())
+        if root in allowed:
+            return []
+        if self.store_uris:
+            listed = ", ".join(sorted(allowed))
+            return [Problem(path, f"store {uri!r} is not allowed; allowed: {listed}")]
+        if own and root.startswith(f"{own}/"):
+            return [
+                Problem(
+                    path,
+                    f"store {uri!r} is inside the operator's store {own!r}, where each "
+                    f"namespace has its own folder: name {own!r} itself",
+                )
+            ]
+        return []
+
     def problems(self, kind: str, spec: Any) -> list[Problem]:
         """Everything in a valid spec the policy refuses, by field path."""
         from modelops.api.deployment import ModelDeploymentSpec
         from modelops.api.training import TrainingJobSpec
 
         if isinstance(spec, TrainingJobSpec):
-            return self.scheduling_problems("spec.resources", spec.resources)
+            problems = self.scheduling_problems("spec.resources", spec.resources)
+            return problems + self.store_problems("spec.output.storeUri", spec.output.store_uri)
         if isinstance(spec, ModelDeploymentSpec):
             problems = self.scheduling_problems("spec.resources", spec.resources)
+            problems += self.store_problems("spec.model.storeUri", spec.model.store_uri)
             return problems + self.prometheus_problems(
                 "spec.autoscaling.metricsSource.prometheusUrl",
                 spec.autoscaling.metrics_source.prometheus_url,

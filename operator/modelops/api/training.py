@@ -113,7 +113,8 @@ class OutputSpec(ApiModel):
         default=DEFAULT_STORE_URI,
         max_length=2048,
         pattern=STORE_URI_PATTERN,
-        description="Artifact store: a versioned folder per model version goes under it.",
+        description="Artifact store root: versions go to <storeUri>/<namespace>/<modelName>/v<N> "
+        "on a cluster (the operator's storeLayout), <storeUri>/<modelName>/v<N> locally.",
     )
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from modelops.api.base import DEFAULT_STORE_URI
-from modelops.api.tenancy import TenancyPolicy
+from modelops.api.tenancy import StoreLayout, TenancyPolicy
 
 
 def _env_list(name: str) -> tuple[str, ...]:
@@ -22,6 +22,14 @@ def _data_access(value: str) -> str:
     if value not in DATA_ACCESS:
         raise ValueError(f"MODELOPS_DATA_ACCESS={value!r}: expected one of {', '.join(DATA_ACCESS)}")
     return value
+
+
+def _store_layout(value: str) -> StoreLayout:
+    try:
+        return StoreLayout(value)
+    except ValueError:
+        expected = ", ".join(layout.value for layout in StoreLayout)
+        raise ValueError(f"MODELOPS_STORE_LAYOUT={value!r}: expected one of {expected}") from None
 
 
 def _flag(value: str | None) -> bool:
@@ -63,6 +71,8 @@ class OperatorConfig:
     workload_image: str = "ghcr.io/modelops/modelops-runtime:0.1.0"
     store_uri: str = DEFAULT_STORE_URI
     store_volume_claim: str | None = None
+    # Where each namespace's versions go under a store root (modelops.api.tenancy).
+    store_layout: StoreLayout = StoreLayout.NAMESPACED
     # Requests of each training job's Ray head pod (the driver and Ray's own services).
     ray_head_cpu: str = "1"
     ray_head_memory: str = "2Gi"
@@ -85,6 +95,7 @@ class OperatorConfig:
     allowed_priority_classes: tuple[str, ...] = ()
     allowed_toleration_keys: tuple[str, ...] = ()
     allowed_prometheus_urls: tuple[str, ...] = ()
+    allowed_store_uris: tuple[str, ...] = ()
     # What each ModelDeployment's admin token is derived from; None: a random key at start.
     admin_key: bytes | None = field(default=None, repr=False)
 
@@ -95,6 +106,8 @@ class OperatorConfig:
             priority_classes=self.allowed_priority_classes,
             toleration_keys=self.allowed_toleration_keys,
             prometheus_urls=self.allowed_prometheus_urls,
+            operator_store=self.store_uri,
+            store_uris=self.allowed_store_uris,
         )
 
     @classmethod
@@ -105,6 +118,7 @@ class OperatorConfig:
             workload_image=env("MODELOPS_WORKLOAD_IMAGE", cls.workload_image),
             store_uri=env("MODELOPS_STORE_URI", cls.store_uri),
             store_volume_claim=env("MODELOPS_STORE_PVC") or None,
+            store_layout=_store_layout(env("MODELOPS_STORE_LAYOUT") or cls.store_layout),
             ray_head_cpu=env("MODELOPS_RAY_HEAD_CPU") or cls.ray_head_cpu,
             ray_head_memory=env("MODELOPS_RAY_HEAD_MEMORY") or cls.ray_head_memory,
             data_access=_data_access(env("MODELOPS_DATA_ACCESS") or cls.data_access),
@@ -119,5 +133,6 @@ class OperatorConfig:
             allowed_priority_classes=_env_list("MODELOPS_ALLOWED_PRIORITY_CLASSES"),
             allowed_toleration_keys=_env_list("MODELOPS_ALLOWED_TOLERATION_KEYS"),
             allowed_prometheus_urls=_env_list("MODELOPS_ALLOWED_PROMETHEUS_URLS"),
+            allowed_store_uris=_env_list("MODELOPS_ALLOWED_STORE_URIS"),
             admin_key=_admin_key(),
         )

@@ -104,6 +104,7 @@ def make_memo(config: OperatorConfig, options: RunOptions, kube: Kube) -> kopf.M
             cluster=ClusterSettings(
                 image=config.workload_image,
                 store_volume_claim=config.store_volume_claim,
+                store_layout=config.store_layout,
                 head_cpu=config.ray_head_cpu,
                 head_memory=config.ray_head_memory,
             ),

@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from modelops.api.tenancy import StoreLayout, store_root
 from modelops.k8s.security import pod_security
 
 Manifest = dict[str, Any]
@@ -24,6 +25,11 @@ class PodSettings:
 
     image: str
     store_volume_claim: str | None = None
+    store_layout: StoreLayout = StoreLayout.NAMESPACED
+
+    def store_root(self, uri: str, namespace: str) -> str:
+        """Where a namespace's models live under the store its spec names."""
+        return store_root(uri, namespace, self.store_layout)
 
 
 class Placement(Protocol):

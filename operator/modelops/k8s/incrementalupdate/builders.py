@@ -59,7 +59,8 @@ class UpdateContext:
 
     @property
     def store(self) -> str:
-        return self.recipe.output.store_uri
+        """The namespace's folder of the recipe's store (its child jobs resolve the same)."""
+        return self.settings.store_root(self.recipe.output.store_uri, self.namespace)
 
     @property
     def image(self) -> str:

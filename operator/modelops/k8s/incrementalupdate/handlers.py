@@ -36,7 +36,9 @@ def start_incrementalupdates(memo: Any, **_: Any) -> None:
     config: OperatorConfig = memo.config
     settings = UpdateSettings(
         evaluation=EvaluationSettings(
-            image=config.workload_image, store_volume_claim=config.store_volume_claim
+            image=config.workload_image,
+            store_volume_claim=config.store_volume_claim,
+            store_layout=config.store_layout,
         ),
         resync_seconds=memo.options.resync_seconds,
     )

@@ -128,6 +128,12 @@ class ServingLoop:
         self._pass_body = body
         self._version = str(body["metadata"]["resourceVersion"])
         spec = ModelDeploymentSpec.model_validate(body.get("spec") or {})
+        # The tenancy rules as admission applies them (a Prometheus URL is checked where
+        # it is called): an object admitted without the webhook never gets its pods.
+        refused = self.shared.policy.scheduling_problems("spec.resources", spec.resources)
+        refused += self.shared.policy.store_problems("spec.model.storeUri", spec.model.store_uri)
+        root = self.shared.settings.store_root(spec.model.store_uri, self.namespace)
+        spec = spec.model_copy(update={"model": spec.model.model_copy(update={"store_uri": root})})
         old = ModelDeploymentStatus.model_validate(body.get("status") or {})
         meta: Mapping[str, Any] = body.get("metadata") or {}
         status = old.model_copy(deep=True)
@@ -145,7 +151,9 @@ class ServingLoop:
         replicas, scaled = await self.autoscaler.step(spec, status, self.totals, now, stamp)
         if scaled is not None:
             result.notes.append(scaled)
-        if status.active_version is not None or spec.ensemble is not None:
+        if refused:
+            degraded = ("PolicyRefused", "; ".join(str(p) for p in refused)[:1024])
+        elif status.active_version is not None or spec.ensemble is not None:
             await self._apply_children(spec, status, replicas)
             # Routing and batch prediction fail on their own: the status is still written.
             try:

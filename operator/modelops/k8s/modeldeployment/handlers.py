@@ -64,7 +64,9 @@ async def start_modeldeployments(memo: Any, **_: Any) -> None:
         )
         admin_key = credentials.random_key()
     settings = ServingSettings(
-        image=config.workload_image, store_volume_claim=config.store_volume_claim
+        image=config.workload_image,
+        store_volume_claim=config.store_volume_claim,
+        store_layout=config.store_layout,
     )
     loops = ObjectLoops(
         LoopSettings(resource=names.PLURAL, workers=8, resync_seconds=memo.options.resync_seconds),

@@ -113,6 +113,11 @@ class Reconciler:
             self._write_status(path, job, raw_status, desired)
             return Outcome(events=tuple(events), generation=generation)
 
+        # From here on the spec names the namespace's own folder of the store.
+        root = self.settings.cluster.store_root(spec.output.store_uri, namespace)
+        spec = spec.model_copy(
+            update={"output": spec.output.model_copy(update={"store_uri": root})}
+        )
         uid = str(meta["uid"])
         version = self.versions.allocate(namespace, spec.output.model_name, uid, name)
         decision = plan(
