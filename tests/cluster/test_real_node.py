@@ -384,7 +384,7 @@ def test_a_second_version_is_canaried_and_promoted_and_a_bad_one_rolled_back(
             "batchPrediction": None,
             "rollout": {
                 "strategy": "canary",
-                "steps": [{"weight": 50, "pauseSeconds": 20}],
+                "steps": [{"weight": 50, "pauseSeconds": 10}],
                 "analysis": {
                     "maxErrorRate": 0.05, "maxP95Ms": 5000, "minAccuracy": 0.8,
                     "minRequests": 30,

@@ -185,8 +185,9 @@ def test_a_tenant_cannot_name_another_tenants_store_or_escape_with_names_or_size
     the escapes; the schema, the webhook and the controllers stop each, naming the field."""
     _apply_roles(k8s, chart_roles)
     _bind(k8s, namespace, "alice", "modelops-edit")
-    alice = _as(control_plane, "alice")
-    custom = client.CustomObjectsApi(alice)
+    _bind(k8s, other_namespace, "bob", "modelops-edit")
+    alice, bob = _as(control_plane, "alice"), _as(control_plane, "bob")
+    custom, bobs = client.CustomObjectsApi(alice), client.CustomObjectsApi(bob)
 
     def create(body: dict[str, Any], plural: str = PLURAL) -> Any:
         return lambda: custom.create_namespaced_custom_object(
@@ -248,7 +249,7 @@ def test_a_tenant_cannot_name_another_tenants_store_or_escape_with_names_or_size
 
         # The same model name in both namespaces: each namespace's own folder and book.
         custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, job("mine"))
-        client.CustomObjectsApi(k8s).create_namespaced_custom_object(
+        bobs.create_namespaced_custom_object(
             GROUP, VERSION, other_namespace, PLURAL, job("theirs")
         )
         assert _head_env(k8s, namespace, "mine")["MODELOPS_STORE_URI"] == f"{STORE}/{namespace}"
@@ -267,7 +268,7 @@ def test_a_tenant_cannot_name_another_tenants_store_or_escape_with_names_or_size
         assert children and all(len(s.metadata.name) <= 63 for s in children)
 
         # A reference to an object of the other namespace reaches nothing there.
-        client.CustomObjectsApi(k8s).create_namespaced_custom_object(
+        bobs.create_namespaced_custom_object(
             GROUP, VERSION, other_namespace, PLURAL, job("recipe")
         )
         update = {
@@ -289,6 +290,7 @@ def test_a_tenant_cannot_name_another_tenants_store_or_escape_with_names_or_size
             )
             assert "TrainingJob recipe not found" in json.dumps(status), status
     alice.close()
+    bob.close()
 
 
 def test_without_the_webhook_a_modeldeployment_against_the_policy_gets_no_pods(
