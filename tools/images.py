@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.metadata
 import json
 import os
 import shutil
@@ -168,6 +169,22 @@ def requirements(extra: str) -> list[str]:
     return [*project["dependencies"], *project["optional-dependencies"][extra]]
 
 
+# The S3 stack pins itself link by link (s3fs → fsspec, aiobotocore → botocore); resolved
+# afresh it sends pip's resolver through thousands of candidates.
+PINNED_FROM_HERE = ("s3fs", "fsspec", "aiobotocore", "botocore", "aioitertools", "jmespath")
+
+
+def installed_pins() -> list[str]:
+    """`name==version` of the S3 stack as `pip install -e .[all]` resolved it here."""
+    pins = []
+    for name in PINNED_FROM_HERE:
+        try:
+            pins.append(f"{name}=={importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return pins
+
+
 def ensure_wheelhouse() -> Path:
     """Every wheel both images install, downloaded once per dependency set."""
     reqs = sorted(
@@ -189,6 +206,9 @@ def ensure_wheelhouse() -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     # `pip wheel` rather than `pip download`: the few sdists become wheels here, on the same
     # platform as the base (linux x86_64, CPython 3.11, glibc of Debian bookworm or newer).
+    # The versions this interpreter resolved for the same requirements settle the S3 stack.
+    constraints = folder / "constraints.txt"
+    constraints.write_text("\n".join(installed_pins()) + "\n")
     run(
         [
             sys.executable,
@@ -198,6 +218,8 @@ def ensure_wheelhouse() -> Path:
             "--quiet",
             "--progress-bar",
             "off",
+            "-c",
+            str(constraints),
             "-w",
             str(folder),
             *reqs,

@@ -39,3 +39,25 @@ def series_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("series")
     write_sunspots(root / "train", shards=4, rows=3200, seed=0, holdout=root / "holdout", holdout_rows=800)
     return root
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real SeaweedFS S3 gateway on loopback with bucket `modelops`; fails when weed is unbuilt."""
+    from tests.s3_server import S3Server
+
+    try:
+        server = S3Server(tmp_path_factory.mktemp("seaweedfs"), buckets=["modelops"])
+    except FileNotFoundError as missing:
+        pytest.fail(str(missing), pytrace=False)
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_server: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The server, with this process's environment pointing at it as a pod's Secret would."""
+    for name, value in s3_server.env().items():
+        monkeypatch.setenv(name, value)
+    return s3_server

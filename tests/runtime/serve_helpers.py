@@ -18,12 +18,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import aiohttp
 import httpx
 import numpy as np
 import orjson
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 
 from modelops.api.artifact import EnsembleCard, EnsembleMemberCard, ModelCard, TensorSpec
@@ -69,6 +72,25 @@ def save_classifier(
     tensors["input.std"] = torch.full((N_FEATURES,), 0.25)
     artifacts.save_version(artifacts.version_uri(store, name, version), card, tensors, {"accuracy": 0.5}, None)
     return card
+
+
+def write_feature_shards(folder: Path, fmt: str, shards: int, rows: int) -> dict[str, np.ndarray]:
+    """`shards` files `part-NNNN` of random features f0.. and an `id` column; stem -> features."""
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    data = {}
+    for i in range(shards):
+        x = rng.random((rows, N_FEATURES), dtype=np.float32)
+        frame = pd.DataFrame(x, columns=[f"f{j}" for j in range(N_FEATURES)])
+        frame.insert(0, "id", np.arange(rows) + i * rows)
+        name = f"part-{i:04d}"
+        if fmt == "parquet":
+            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / f"{name}.parquet",
+                           row_group_size=500)
+        else:
+            frame.to_csv(folder / f"{name}.csv", index=False)
+        data[name] = x
+    return data
 
 
 def save_stored_ensemble(store: str, name: str, version: int, members: list[int], method: str) -> None:
@@ -124,7 +146,7 @@ class ServerProcess:
         self.ready_timeout_s = ready_timeout_s
         self.process: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> ServerProcess:
+    def __enter__(self) -> Self:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT, env=self.env)
         deadline = time.monotonic() + self.ready_timeout_s
@@ -160,6 +182,21 @@ class ServerProcess:
         self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class GrpcServerProcess(ServerProcess):
+    """A real `serve` process that also listens for gRPC; `grpc` is its target."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        grpc_port = free_port()
+        super().__init__([*args, "--grpc-port", str(grpc_port)], log_path, env)
+        self.grpc = f"127.0.0.1:{grpc_port}"
+
+
+def serve_m(store: str, log_path: Path, env: dict[str, str] | None = None) -> GrpcServerProcess:
+    """Model `m` of make_store at version 1 on both ports, batching 32 rows / 2 ms."""
+    args = ["--store", store, "--model", "m", "--version", "1", "--max-batch-size", "32", "--max-wait-ms", "2"]
+    return GrpcServerProcess(args, log_path, env)
 
 
 def metric_values(text: str, name: str) -> dict[str, float]:

@@ -14,8 +14,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -23,30 +21,12 @@ from modelops.api.training import DataFormat
 from modelops_runtime import artifacts
 from modelops_runtime.batch_predict import main, run
 from modelops_runtime.predictor import load_predictor
-from tests.runtime.serve_helpers import CLASSES, N_FEATURES, save_classifier
+from tests.runtime.serve_helpers import CLASSES, save_classifier, write_feature_shards
 
 pytestmark = pytest.mark.runtime
 
 SHARDS = 10
 ROWS = 2000
-
-
-def _dataset(folder: Path, fmt: str, shards: int, rows: int) -> dict[str, np.ndarray]:
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    data = {}
-    for i in range(shards):
-        x = rng.random((rows, N_FEATURES), dtype=np.float32)
-        frame = pd.DataFrame(x, columns=[f"f{j}" for j in range(N_FEATURES)])
-        frame.insert(0, "id", np.arange(rows) + i * rows)
-        name = f"part-{i:04d}"
-        if fmt == "parquet":
-            pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / f"{name}.parquet",
-                           row_group_size=500)
-        else:
-            frame.to_csv(folder / f"{name}.csv", index=False)
-        data[name] = x
-    return data
 
 
 def _command(store: str, source: Path, target: Path, fmt: str, batch: int) -> list[str]:
@@ -72,7 +52,7 @@ def _check_outputs(store: str, target: Path, data: dict[str, np.ndarray]) -> Non
 def test_batch_prediction_resumes_after_a_kill(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     store = f"file://{tmp_path / 'store'}"
     save_classifier(store, "m", 1, hidden=[512, 512])  # slow enough to be killed part-way
-    data = _dataset(tmp_path / "in", "parquet", SHARDS, ROWS)
+    data = write_feature_shards(tmp_path / "in", "parquet", SHARDS, ROWS)
     target = tmp_path / "out"
     command = _command(store, tmp_path / "in", target, "parquet", batch=100)
     log = open(tmp_path / "first.log", "wb")  # noqa: SIM115 - closed below
@@ -109,7 +89,7 @@ def test_batch_prediction_resumes_after_a_kill(tmp_path: Path, caplog: pytest.Lo
 def test_batch_prediction_reads_csv(tmp_path: Path) -> None:
     store = f"file://{tmp_path / 'store'}"
     save_classifier(store, "m", 1)
-    data = _dataset(tmp_path / "in", "csv", 2, 700)
+    data = write_feature_shards(tmp_path / "in", "csv", 2, 700)
     target = tmp_path / "out"
     message = tmp_path / "termination-log"
     command = [*_command(store, tmp_path / "in", target, "csv", batch=256)[4:], "--termination-log", str(message)]
@@ -126,7 +106,7 @@ def test_a_new_version_rewrites_the_outputs_an_earlier_version_left(tmp_path: Pa
     store = f"file://{tmp_path / 'store'}"
     save_classifier(store, "m", 1, seed=1)
     save_classifier(store, "m", 2, seed=2)
-    data = _dataset(tmp_path / "in", "parquet", 2, 300)
+    data = write_feature_shards(tmp_path / "in", "parquet", 2, 300)
     target = tmp_path / "out"
     source = f"file://{tmp_path / 'in'}"
     first = run(store, "m", "1", source, f"file://{target}", DataFormat.PARQUET, 100, [])
@@ -146,7 +126,7 @@ def test_only_stale_temporaries_are_cleared(tmp_path: Path) -> None:
     """A concurrent Job's shard in the making survives; a killed run's leftover goes."""
     store = f"file://{tmp_path / 'store'}"
     save_classifier(store, "m", 1)
-    _dataset(tmp_path / "in", "parquet", 1, 50)
+    write_feature_shards(tmp_path / "in", "parquet", 1, 50)
     target = tmp_path / "out"
     target.mkdir()
     live = target / ".part-0009.parquet.tmp-job-b-0f0f"  # another Job, writing now

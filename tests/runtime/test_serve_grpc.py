@@ -442,6 +442,10 @@ def test_proto_matches_the_clients(client_module: str) -> None:
         pytest.skip(f"{client_module} is not installed")
     ours = _messages("modelops_runtime.serve.oip")
     theirs = _messages(client_module)
+    if client_module.startswith("kserve"):
+        # The KServe SDK declares its own load/unload messages (model_name = 1) under
+        # Triton's names; the server follows Triton's, which tritonclient sends.
+        theirs = {k: v for k, v in theirs.items() if not k.startswith("RepositoryModel")}
     shared = set(ours) & set(theirs)
     assert {"ModelInferRequest", "ModelInferResponse", "ModelMetadataResponse", "InferTensorContents"} <= shared
     for name in shared:

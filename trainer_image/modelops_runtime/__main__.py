@@ -26,7 +26,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"usage: python -m modelops_runtime {{{','.join(COMMANDS)}}} [args]", file=sys.stderr)
         return 0 if args[:1] in (["-h"], ["--help"]) else 2
     module, function = COMMANDS[args[0]].split(":")
-    return int(getattr(importlib.import_module(module), function)(args[1:]) or 0)
+    from modelops_runtime.bucket_check import StorageError
+    from modelops_runtime.errors import INPUT_ERROR_EXIT_CODE, InputError
+
+    try:
+        return int(getattr(importlib.import_module(module), function)(args[1:]) or 0)
+    except StorageError as error:
+        # A misconfigured store is one line naming the URI, not a traceback; one that a
+        # retry cannot fix (no bucket, denied) exits as an input error.
+        print(f"error: {error}", file=sys.stderr)
+        return INPUT_ERROR_EXIT_CODE if isinstance(error, InputError) else 1
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ overwrites one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -18,6 +19,7 @@ from fsspec.implementations.local import LocalFileSystem
 from fsspec.spec import AbstractFileSystem
 
 from modelops.api.artifact import ModelCard, SnapshotManifest
+from modelops_runtime import bucket_check, storage
 
 if TYPE_CHECKING:
     import torch
@@ -30,13 +32,26 @@ _VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")
 
 
 def filesystem(uri: str) -> tuple[AbstractFileSystem, str]:
-    """The fsspec filesystem of a URI and the path inside it."""
-    fs, path = fsspec.core.url_to_fs(uri)
+    """The fsspec filesystem of a URI and the path inside it.
+
+    s3:// takes its endpoint, region and retries from the environment (`storage`), and
+    its bucket is checked on first use, so a misconfiguration fails naming the URI.
+    """
+    fs, path = fsspec.core.url_to_fs(uri, **storage.options(uri))
+    bucket_check.check(fs, uri)
     return fs, str(path).rstrip("/")
 
 
 def join(uri: str, *parts: str | int) -> str:
     return "/".join([uri.rstrip("/"), *(str(part).strip("/") for part in parts)])
+
+
+def remove(fs: AbstractFileSystem, path: str) -> None:
+    """Remove a file or folder; one already gone is fine. On an object store a delete
+    retried after a lost reply, or an empty folder left by a server killed mid-delete
+    (listed, yet holding nothing), would otherwise fail a run whose work is done."""
+    with contextlib.suppress(FileNotFoundError):
+        fs.rm(path, recursive=True)
 
 
 def version_uri(store_uri: str, name: str, version: int) -> str:

@@ -161,7 +161,11 @@ def _clear_temporaries(output_uri: str, run_id: str, now: float | None = None) -
     another run's fresh temporaries (a concurrent Job's shard in the making) stay."""
     fs, root = artifacts.filesystem(output_uri)
     now = time.time() if now is None else now
-    for entry in fs.ls(root, detail=True):
+    try:
+        entries = fs.ls(root, detail=True)
+    except FileNotFoundError:  # an object store has no empty folders: nothing written yet
+        return
+    for entry in entries:
         name = str(entry["name"]).rsplit("/", 1)[-1]
         if _TEMP_MARK not in name:
             continue

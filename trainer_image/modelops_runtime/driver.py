@@ -165,8 +165,10 @@ def _read_text(uri: str) -> str | None:
         return path.read_text() if path.exists() else None
     import fsspec  # only s3:// stores need it; it is in the workload image
 
+    from modelops_runtime import storage
+
     try:
-        with fsspec.open(uri, "r") as handle:
+        with fsspec.open(uri, "r", **storage.options(uri)) as handle:
             text: str = handle.read()
             return text
     except FileNotFoundError:

@@ -111,14 +111,26 @@ def publish_steps(staging_uri: str, version_uri: str, run: dict[str, Any]) -> li
     ordered = [f for f in files if f not in (artifacts.CARD, OWNER)] + [f for f in files if f == artifacts.CARD]
     steps: list[Step] = [partial(_claim, fs, f"{target}/{OWNER}", text, run, version_uri)]
     steps += [partial(fs.copy, f"{source}/{name}", f"{target}/{name}") for name in ordered]
-    steps.append(partial(fs.rm, source, recursive=True))
+    steps.append(partial(artifacts.remove, fs, source))
     return steps
+
+
+def _refused_as_existing(error: OSError) -> bool:
+    """A conditional put refused because the object exists. s3fs maps that to
+    FileExistsError only when the server names the If-None-Match condition, as AWS does;
+    other servers (SeaweedFS) answer a bare 412 PreconditionFailed."""
+    if isinstance(error, FileExistsError):
+        return True
+    response = getattr(error.__cause__, "response", None)
+    return isinstance(response, dict) and response.get("Error", {}).get("Code") == "PreconditionFailed"
 
 
 def _claim(fs: AbstractFileSystem, path: str, text: bytes, run: dict[str, Any], version_uri: str) -> None:
     try:
         fs.pipe_file(path, text, mode="create")
-    except FileExistsError:
+    except OSError as error:
+        if not _refused_as_existing(error):
+            raise
         # Our own claim from an attempt that died while copying: this run finishes it.
         # Once the card is there the version is whole, and stays as it is.
         found = owner(version_uri)
@@ -153,4 +165,4 @@ def discard(staging_uri: str) -> None:
     """Remove a staged folder that was not published (a reused version, a failed run)."""
     fs, path = artifacts.filesystem(staging_uri)
     if fs.exists(path):
-        fs.rm(path, recursive=True)
+        artifacts.remove(fs, path)

@@ -1,4 +1,4 @@
-"""The model server: Open Inference Protocol (KServe v2) over REST, with dynamic
+"""The model server: Open Inference Protocol (KServe v2) over REST and gRPC, with dynamic
 batching, canary / shadow routing, hot swap, feedback and Prometheus metrics.
 
 Modules, one job each:
@@ -10,7 +10,12 @@ Modules, one job each:
     feedback    recent predictions by request id; rolling accuracy
     metrics     prometheus-client metrics labelled by model and version
     dataplane   the protocol-independent server logic
+    repository  the model repository extension (index, load, unload) on hot swap
+    auth        the admin token both transports check
     rest, http  the REST adapter and the HTTP/1.1 server under it
+    binary      REST binary tensors (Inference-Header-Content-Length)
+    grpc_adapter, grpc_codec, grpc_stream, grpc_repository, oip
+                OIP over gRPC (compiled from oip/*.proto), with server reflection
     app, cli    wiring and the `serve` subcommand
 
 Routing and hot swap (how the operator drives a replica):

@@ -5,30 +5,32 @@ shadow, x-routing-key / x-request-id from the call's metadata), metrics and
 feedback behave alike on both transports. Errors come from the one table in
 `errors.py`: the HTTP status of a ServeError picks its gRPC code there.
 
-Inputs arrive as typed `contents` or as `raw_input_contents`; the answer uses the
-form the request used (raw in, raw out), as Triton and KServe servers do, which
-is what their clients expect. The answering version is in `model_version` and in
+Tensors are decoded and encoded in `grpc_codec.py`. The answering version is in `model_version` and in
 the trailing metadata `x-model-version`; `x-feedback-id` there is the id that
 feedback for this answer (REST /feedback) must name. Messages over the REST body limit are
 refused by gRPC itself with RESOURCE_EXHAUSTED (`grpc.max_receive_message_length`).
+The repository extension's calls are in `grpc_repository.py`, Triton's streaming
+ModelStreamInfer in `grpc_stream.py`; server reflection
+(grpc.reflection.v1alpha) lists the service for grpcurl-style clients.
 """
 
 from __future__ import annotations
 
 import logging
-import struct
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
-import numpy as np
 import orjson
 from google.protobuf.message import DecodeError
+from grpc_reflection.v1alpha import reflection
 
-from modelops.api.artifact import ModelCard
-from modelops_runtime.serve import protocol
+from modelops_runtime.serve.auth import TokenSource, admin_token
 from modelops_runtime.serve.dataplane import DataPlane
-from modelops_runtime.serve.errors import GRPC_CODES, InvalidInput, ServeError
+from modelops_runtime.serve.errors import GRPC_CODES, ServeError
+from modelops_runtime.serve.grpc_codec import GrpcCodec
+from modelops_runtime.serve.grpc_repository import RepositoryCalls
+from modelops_runtime.serve.grpc_stream import StreamCalls
 from modelops_runtime.serve.oip import pb2, pb2_grpc
 
 SERVICE = "inference.GRPCInferenceService"
@@ -36,23 +38,6 @@ SERVICE = "inference.GRPCInferenceService"
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-# Typed contents field and numpy type of each datatype (FP16 travels only as raw bytes).
-_CONTENTS: dict[str, tuple[str, type]] = {
-    "BOOL": ("bool_contents", np.bool_),
-    "INT8": ("int_contents", np.int32),
-    "INT16": ("int_contents", np.int32),
-    "INT32": ("int_contents", np.int32),
-    "INT64": ("int64_contents", np.int64),
-    "UINT8": ("uint_contents", np.uint32),
-    "UINT16": ("uint_contents", np.uint32),
-    "UINT32": ("uint_contents", np.uint32),
-    "UINT64": ("uint64_contents", np.uint64),
-    "FP32": ("fp32_contents", np.float32),
-    "FP64": ("fp64_contents", np.float64),
-    "BYTES": ("bytes_contents", object),
-}
-_LENGTH = struct.Struct("<I")
 
 
 def _parameter(value: Any) -> Any:
@@ -66,83 +51,6 @@ def _parameter(value: Any) -> Any:
     return pb2.InferParameter(string_param=orjson.dumps(value).decode())
 
 
-def _bytes_elements(values: list[str]) -> list[bytes]:
-    return [v.encode() for v in values]
-
-
-class GrpcCodec:
-    """One ModelInferRequest in, its ModelInferResponse out (see InferCodec)."""
-
-    __slots__ = ("_raw", "_request")
-
-    def __init__(self, request: Any) -> None:
-        self._request = request
-        self._raw = False
-
-    def decode(self, card: ModelCard) -> protocol.InferRequest:
-        request = self._request
-        spec = card.inputs[0]
-        if len(request.inputs) != 1:
-            raise InvalidInput(
-                f"'inputs' must hold exactly one tensor ('{spec.name}'), got {len(request.inputs)}"
-            )
-        tensor = request.inputs[0]
-        shape = list(tensor.shape)
-        where = protocol.check_input(card, tensor.name, tensor.datatype, shape)
-        raw = request.raw_input_contents
-        if raw:
-            if len(raw) != len(request.inputs):
-                raise InvalidInput(f"{len(raw)} raw_input_contents for {len(request.inputs)} inputs")
-            if tensor.HasField("contents"):
-                raise InvalidInput(f"{where}: give raw_input_contents or contents, not both")
-            self._raw = True
-            rows = protocol.from_raw(raw[0], tensor.datatype, shape, where)
-        else:
-            if tensor.datatype == "FP16":
-                raise InvalidInput(f"{where}: FP16 tensors travel in raw_input_contents")
-            field, kind = _CONTENTS[tensor.datatype]
-            rows = protocol.to_rows(np.asarray(getattr(tensor.contents, field), dtype=kind), shape, where)
-        requested = tuple(o.name for o in request.outputs) or None
-        if requested is not None:
-            known = {s.name for s in card.outputs}
-            for name in requested:
-                if name not in known:
-                    raise InvalidInput(f"unknown output '{name}'; this model gives {sorted(known)}")
-        return protocol.InferRequest(request.id or None, rows, requested)
-
-    def encode(
-        self,
-        card: ModelCard,
-        model_version: str,
-        request_id: str,
-        outputs: protocol.Outputs,
-        requested: tuple[str, ...] | None,
-    ) -> Any:
-        response = pb2.ModelInferResponse(model_name=card.name, model_version=model_version, id=request_id)
-        for spec in card.outputs:
-            if requested is not None and spec.name not in requested:
-                continue
-            values = protocol.output_values(spec, outputs, card)
-            tensor = response.outputs.add(name=spec.name, datatype=spec.datatype)
-            if isinstance(values, list):
-                elements = _bytes_elements(values)
-                tensor.shape.append(len(elements))
-                if self._raw:
-                    response.raw_output_contents.append(
-                        b"".join(_LENGTH.pack(len(e)) + e for e in elements)
-                    )
-                else:
-                    tensor.contents.bytes_contents.extend(elements)
-                continue
-            array = np.ascontiguousarray(values, dtype=protocol.DTYPES[spec.datatype])
-            tensor.shape.extend(array.shape)
-            if self._raw:
-                response.raw_output_contents.append(array.tobytes())
-            else:
-                getattr(tensor.contents, _CONTENTS[spec.datatype][0]).extend(array.ravel().tolist())
-        return response
-
-
 def tensor_metadata(entry: dict[str, Any]) -> Any:
     meta = pb2.ModelMetadataResponse.TensorMetadata(
         name=entry["name"], datatype=entry["datatype"], shape=entry["shape"]
@@ -152,11 +60,15 @@ def tensor_metadata(entry: dict[str, Any]) -> Any:
     return meta
 
 
-class InferenceServicer(pb2_grpc.GRPCInferenceServiceServicer):
-    """The six calls of the protocol, each a thin translation onto the DataPlane."""
+class InferenceServicer(RepositoryCalls, StreamCalls, pb2_grpc.GRPCInferenceServiceServicer):
+    """The calls of the protocol, each a thin translation onto the DataPlane."""
 
-    def __init__(self, dataplane: DataPlane, server_name: str, server_version: str, extensions: list[str]):
+    def __init__(
+        self, dataplane: DataPlane, server_name: str, server_version: str, extensions: list[str],
+        token: TokenSource = admin_token,
+    ) -> None:
         self.dataplane = dataplane
+        self.token = token
         self._server = (server_name, server_version, extensions)
 
     async def _call(self, context: grpc.aio.ServicerContext, work: Callable[[], Awaitable[T]]) -> T:
@@ -218,7 +130,6 @@ class InferenceServicer(pb2_grpc.GRPCInferenceServiceServicer):
 
         return await self._call(context, work)
 
-
     def handlers(self) -> grpc.GenericRpcHandler:
         """Method handlers that parse requests themselves.
 
@@ -230,6 +141,11 @@ class InferenceServicer(pb2_grpc.GRPCInferenceServiceServicer):
         for method in service.methods:
             request_type = getattr(pb2, method.input_type.name)
             response_type = getattr(pb2, method.output_type.name)
+            if method.client_streaming:  # ModelStreamInfer parses each message itself
+                methods[method.name] = grpc.stream_stream_rpc_method_handler(
+                    getattr(self, method.name), response_serializer=response_type.SerializeToString
+                )
+                continue
             methods[method.name] = grpc.unary_unary_rpc_method_handler(
                 self._parsing(getattr(self, method.name), request_type),
                 response_serializer=response_type.SerializeToString,
@@ -275,6 +191,7 @@ class GrpcServer:
             ]
         )
         server.add_generic_rpc_handlers((self.servicer.handlers(),))
+        reflection.enable_server_reflection((SERVICE, reflection.SERVICE_NAME), server)
         address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         bound = server.add_insecure_port(address)
         await server.start()

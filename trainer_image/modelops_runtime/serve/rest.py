@@ -14,23 +14,24 @@ Paths (KServe v2 REST, plus feedback, admin and metrics):
     GET  /v2/admin/routing                        split, loaded versions, accuracy, shadow agreement
     PUT  /v2/admin/routing                        {"stable", "candidate", "weight", "shadow"}
     POST /v2/admin/load                           {"version"} or {"members", "method", "version"}; "role"
+    POST /v2/repository/index                     stored and loaded versions (Triton's repository extension)
+    POST /v2/repository/models/{name}/load        hot swap (see repository.py), admin
+    POST /v2/repository/models/{name}/unload      drop the candidate, admin
     GET  /metrics                                 Prometheus exposition
 
-Admin calls need `Authorization: Bearer <token>` when a token is configured
-(env MODELOPS_ADMIN_TOKEN, or a file named by MODELOPS_ADMIN_TOKEN_FILE, re-read
-on every call so a rotated Secret applies without a restart).
+Admin calls need `Authorization: Bearer <token>` when a token is configured (auth.py).
 """
 
 from __future__ import annotations
 
-import hmac
-import os
 from collections.abc import Awaitable, Callable
 from urllib.parse import unquote
 
+from modelops_runtime.serve import repository
+from modelops_runtime.serve.auth import TokenSource, admin_token, authorize
 from modelops_runtime.serve.binary import HEADER, BinaryAnswer, BinaryCodec, wants_binary
 from modelops_runtime.serve.dataplane import DataPlane
-from modelops_runtime.serve.errors import MethodNotAllowed, NotFound, ServeError, Unauthorized
+from modelops_runtime.serve.errors import MethodNotAllowed, NotFound, ServeError
 from modelops_runtime.serve.http import Request, Response
 from modelops_runtime.serve.metrics import CONTENT_TYPE
 from modelops_runtime.serve.peers import FORWARDED
@@ -39,10 +40,9 @@ from modelops_runtime.serve.protocol import dumps
 SERVER_NAME = "modelops"
 SERVER_VERSION = "0.1.0"
 # Protocol extensions both transports announce in server metadata.
-EXTENSIONS = ["binary_tensor_data"]
-TOKEN_ENV = "MODELOPS_ADMIN_TOKEN"
-TOKEN_FILE_ENV = "MODELOPS_ADMIN_TOKEN_FILE"
+EXTENSIONS = ["binary_tensor_data", repository.EXTENSION]
 
+_REPOSITORY_MODELS = "/v2/repository/models/"
 _LIVE = dumps({"live": True})
 _READY = dumps({"ready": True})
 _NOT_READY = dumps({"ready": False})
@@ -50,15 +50,6 @@ _NOT_READY = dumps({"ready": False})
 
 def error_body(error: ServeError) -> Response:
     return Response(error.status, dumps({"error": error.message}), headers=error.headers())
-
-
-def admin_token() -> str | None:
-    """The configured admin token, or None when admin calls are open."""
-    path = os.environ.get(TOKEN_FILE_ENV)
-    if path:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read().strip() or None
-    return os.environ.get(TOKEN_ENV) or None
 
 
 def _allow(request: Request, method: str) -> None:
@@ -69,7 +60,7 @@ def _allow(request: Request, method: str) -> None:
 class RestAdapter:
     """Routes HTTP requests to a DataPlane."""
 
-    def __init__(self, dataplane: DataPlane, token: Callable[[], str | None] = admin_token) -> None:
+    def __init__(self, dataplane: DataPlane, token: TokenSource = admin_token) -> None:
         self.dataplane = dataplane
         self._token = token
         self._fixed: dict[str, Callable[[Request], Awaitable[Response]]] = {
@@ -79,6 +70,7 @@ class RestAdapter:
             "/metrics": self._metrics,
             "/v2/admin/routing": self._routing,
             "/v2/admin/load": self._load,
+            "/v2/repository/index": self._repository_index,
         }
 
     async def __call__(self, request: Request) -> Response:
@@ -88,6 +80,8 @@ class RestAdapter:
             return await fixed(request)
         if path.startswith("/v2/models/"):
             return await self._model(request, path[len("/v2/models/") :].strip("/").split("/"))
+        if path.startswith(_REPOSITORY_MODELS):
+            return await self._repository_model(request, path[len(_REPOSITORY_MODELS) :].strip("/").split("/"))
         raise NotFound(f"no such path: {request.path}")
 
     async def _model(self, request: Request, parts: list[str]) -> Response:
@@ -134,13 +128,7 @@ class RestAdapter:
         return Response(200, self.dataplane.metrics.exposition(), content_type=CONTENT_TYPE)
 
     def _authorize(self, request: Request) -> None:
-        token = self._token()
-        if token is None:
-            return
-        given = request.headers.get("authorization", "")
-        scheme, _, value = given.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(value.strip().encode(), token.encode()):
-            raise Unauthorized("admin calls need 'Authorization: Bearer <token>'")
+        authorize(request.headers.get("authorization", ""), self._token())
 
     async def _routing(self, request: Request) -> Response:
         self._authorize(request)
@@ -154,3 +142,18 @@ class RestAdapter:
         self._authorize(request)
         _allow(request, "POST")
         return Response(200, dumps(await self.dataplane.load(request.body)))
+
+    async def _repository_index(self, request: Request) -> Response:
+        _allow(request, "POST")
+        ready_only = repository.rest_index_ready(request.body)
+        return Response(200, dumps(await repository.index(self.dataplane, ready_only)))
+
+    async def _repository_model(self, request: Request, parts: list[str]) -> Response:
+        if len(parts) != 2 or parts[1] not in ("load", "unload"):
+            raise NotFound(f"no such path: {request.path}")
+        name, action = parts
+        _allow(request, "POST")
+        self._authorize(request)
+        parameters = repository.rest_parameters(request.body, action)
+        call = repository.load if action == "load" else repository.unload
+        return Response(200, dumps(await call(self.dataplane, name, parameters)))

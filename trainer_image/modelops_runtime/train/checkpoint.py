@@ -139,7 +139,7 @@ def save(
     fs, _ = artifacts.filesystem(root)
     for old in _children(root, _EPOCH):
         if old <= epoch - keep:
-            fs.rm(artifacts.filesystem(epoch_uri(root, old))[1], recursive=True)
+            artifacts.remove(fs, artifacts.filesystem(epoch_uri(root, old))[1])
     return folder
 
 
