@@ -169,9 +169,12 @@ def requirements(extra: str) -> list[str]:
     return [*project["dependencies"], *project["optional-dependencies"][extra]]
 
 
-# The S3 stack pins itself link by link (s3fs → fsspec, aiobotocore → botocore); resolved
-# afresh it sends pip's resolver through thousands of candidates.
-PINNED_FROM_HERE = ("s3fs", "fsspec", "aiobotocore", "botocore", "aioitertools", "jmespath")
+# The S3 stack pins itself link by link (s3fs → fsspec, aiobotocore → botocore →
+# python-dateutil<3, which the newest kubernetes client refuses); resolved afresh it sends
+# pip's resolver through every aiobotocore release.
+PINNED_FROM_HERE = (
+    "s3fs", "fsspec", "aiobotocore", "botocore", "aioitertools", "jmespath", "python-dateutil"
+)
 
 
 def installed_pins() -> list[str]:
