@@ -230,6 +230,12 @@ def ensure_wheelhouse() -> Path:
     )
     done.write_text("\n".join(reqs) + "\n")
     log(f"wheelhouse ready in {time.monotonic() - started:.0f}s")
+    # Each is a few GB (torch and its CUDA wheels): one for an older dependency set is
+    # never read again, and a few of them fill a CI machine's disk.
+    for stale in folder.parent.glob("wheels-*"):
+        if stale != folder and stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+            log(f"removed the stale wheelhouse {stale.name}")
     return folder
 
 
