@@ -272,4 +272,7 @@ def test_quickstart_names_match_the_release_and_examples() -> None:
     assert f"md {md['metadata']['name']}" in text and f"svc/{md['metadata']['name']}" in text
     assert f"iu {iu['metadata']['name']}" in text
     assert f"/v2/models/{md['spec']['model']['name']}/infer" in text
-    assert f"{_host_store()}/models/{tj['spec']['output']['modelName']}/" in text
+    # Each namespace's versions have their own folder of the store (the default layout).
+    tenant = tj["metadata"].get("namespace", "default")
+    model = tj["spec"]["output"]["modelName"]
+    assert f"{_host_store()}/models/{tenant}/{model}/" in text
