@@ -22,6 +22,10 @@ import grpc
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as aioclient
+import tritonclient.http as httpclient
+from tritonclient.grpc import service_pb2
 
 from modelops.api.artifact import TensorSpec
 from modelops_runtime import artifacts
@@ -34,11 +38,6 @@ from tests.runtime.serve_helpers import (
     metric_values,
     save_classifier,
 )
-
-grpcclient = pytest.importorskip("tritonclient.grpc")
-httpclient = pytest.importorskip("tritonclient.http")
-aioclient = pytest.importorskip("tritonclient.grpc.aio")
-from tritonclient.grpc import service_pb2  # noqa: E402  (after the skip above)
 
 pytestmark = pytest.mark.runtime
 

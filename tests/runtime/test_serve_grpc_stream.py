@@ -14,13 +14,12 @@ import grpc
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
+from tritonclient.grpc import service_pb2
 
 from modelops_runtime import artifacts
 from modelops_runtime.predictor import load_predictor
 from tests.runtime.serve_helpers import N_FEATURES, GrpcServerProcess, make_store, serve_m
-
-grpcclient = pytest.importorskip("tritonclient.grpc")
-from tritonclient.grpc import service_pb2  # noqa: E402  (after the skip above)
 
 pytestmark = pytest.mark.runtime
 

@@ -19,18 +19,17 @@ import grpc
 import httpx
 import numpy as np
 import pytest
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as aioclient
+import tritonclient.http as httpclient
 from google.protobuf.descriptor_pool import DescriptorPool
-
-from tests.runtime.serve_helpers import N_FEATURES, GrpcServerProcess, make_store, serve_m
-
-grpcclient = pytest.importorskip("tritonclient.grpc")
-httpclient = pytest.importorskip("tritonclient.http")
-aioclient = pytest.importorskip("tritonclient.grpc.aio")
-from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (  # noqa: E402
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
-from tritonclient.grpc import service_pb2  # noqa: E402  (after the skip above)
-from tritonclient.utils import InferenceServerException  # noqa: E402
+from tritonclient.grpc import service_pb2
+from tritonclient.utils import InferenceServerException
+
+from tests.runtime.serve_helpers import N_FEATURES, GrpcServerProcess, make_store, serve_m
 
 pytestmark = pytest.mark.runtime
 

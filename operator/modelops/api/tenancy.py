@@ -152,6 +152,12 @@ class TenancyPolicy:
             ]
         return []
 
+    def serving_pod_problems(self, spec: Any) -> list[Problem]:
+        """What keeps a ModelDeployment from getting pods (its Prometheus URL is checked
+        where it would be called)."""
+        problems = self.scheduling_problems("spec.resources", spec.resources)
+        return problems + self.store_problems("spec.model.storeUri", spec.model.store_uri)
+
     def problems(self, kind: str, spec: Any) -> list[Problem]:
         """Everything in a valid spec the policy refuses, by field path."""
         from modelops.api.deployment import ModelDeploymentSpec
@@ -161,9 +167,7 @@ class TenancyPolicy:
             problems = self.scheduling_problems("spec.resources", spec.resources)
             return problems + self.store_problems("spec.output.storeUri", spec.output.store_uri)
         if isinstance(spec, ModelDeploymentSpec):
-            problems = self.scheduling_problems("spec.resources", spec.resources)
-            problems += self.store_problems("spec.model.storeUri", spec.model.store_uri)
-            return problems + self.prometheus_problems(
+            return self.serving_pod_problems(spec) + self.prometheus_problems(
                 "spec.autoscaling.metricsSource.prometheusUrl",
                 spec.autoscaling.metrics_source.prometheus_url,
             )

@@ -128,10 +128,9 @@ class ServingLoop:
         self._pass_body = body
         self._version = str(body["metadata"]["resourceVersion"])
         spec = ModelDeploymentSpec.model_validate(body.get("spec") or {})
-        # The tenancy rules as admission applies them (a Prometheus URL is checked where
-        # it is called): an object admitted without the webhook never gets its pods.
-        refused = self.shared.policy.scheduling_problems("spec.resources", spec.resources)
-        refused += self.shared.policy.store_problems("spec.model.storeUri", spec.model.store_uri)
+        # The tenancy rules as admission applies them: an object admitted without the
+        # webhook never gets its pods.
+        refused = self.shared.policy.serving_pod_problems(spec)
         root = self.shared.settings.store_root(spec.model.store_uri, self.namespace)
         spec = spec.model_copy(update={"model": spec.model.model_copy(update={"store_uri": root})})
         old = ModelDeploymentStatus.model_validate(body.get("status") or {})
