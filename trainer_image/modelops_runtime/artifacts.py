@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 CARD = "model.json"
 WEIGHTS = "model.safetensors"
+ONNX = "model.onnx"
 METRICS = "metrics.json"
 SNAPSHOT = "snapshot.json"
 _VERSION_DIR = re.compile(r"^v([1-9][0-9]*)$")

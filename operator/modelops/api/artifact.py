@@ -1,7 +1,9 @@
 """The stored form of a model version, shared by the trainer, the server and the operator.
 
 A version is a folder `<store>/<model>/v<version>/` holding:
-- `model.safetensors`: weights (never pickle: loading must not execute code);
+- `model.safetensors`: weights (never pickle: loading must not execute code), or
+  `model.onnx` for a version whose card says `weights_format: onnx` (a custom network or
+  an imported model: served by ONNX Runtime without the code that built it);
 - `model.json`: this module's ModelCard, enough to rebuild the network and serve it;
 - `metrics.json`: evaluation metrics, name → number;
 - `snapshot.json`: the SnapshotManifest of the data it was trained on;
@@ -14,6 +16,7 @@ a folder without `model.json` is not a version.
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,6 +28,13 @@ CARD_FORMAT = 1
 
 class _Stored(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class WeightsFormat(StrEnum):
+    """How a version's network is stored."""
+
+    SAFETENSORS = "safetensors"  # a built-in architecture's state dict: model.safetensors
+    ONNX = "onnx"  # a self-contained graph: model.onnx, served by ONNX Runtime
 
 
 class TensorSpec(_Stored):
@@ -60,6 +70,10 @@ class ModelCard(_Stored):
     created_at: datetime = Field(description="When the version was saved.")
     task: Task = Field(description="What the outputs mean.")
     spec: ModelSpec | None = Field(default=None, description="Network; None for an ensemble.")
+    weights_format: WeightsFormat = Field(
+        default=WeightsFormat.SAFETENSORS,
+        description="safetensors (model.safetensors, rebuilt from spec) or onnx (model.onnx).",
+    )
     features: list[str] = Field(default_factory=list, description="Input columns, in order.")
     n_features: int = Field(ge=1, description="Input width per step.")
     window: int | None = Field(default=None, description="Steps per input of a sequence model.")
