@@ -49,7 +49,7 @@ def free_ports(count: int) -> list[int]:
 class S3Server:
     """`weed mini` with one admin identity and the given buckets; start(), stop(), restart()."""
 
-    def __init__(self, root: Path, buckets: list[str]) -> None:
+    def __init__(self, root: Path, buckets: list[str], ip: str = "127.0.0.1") -> None:
         self.weed = binary()
         if not self.weed.is_file():
             raise FileNotFoundError(
@@ -59,7 +59,9 @@ class S3Server:
         self.buckets = buckets
         ports = free_ports(10)
         self.port = ports[0]
-        self.endpoint = f"http://127.0.0.1:{self.port}"
+        # Another address (the real node's, which its pods reach) serves a cluster's pods.
+        self.ip = ip
+        self.endpoint = f"http://{ip}:{self.port}"
         self._ports = ports
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = root / "weed.log"
@@ -73,16 +75,43 @@ class S3Server:
         (root / "data").mkdir(parents=True, exist_ok=True)
 
     def command(self) -> list[str]:
-        s3, s3_grpc, master, master_grpc, filer, filer_grpc, volume, volume_grpc, admin, admin_grpc = self._ports
+        (
+            s3,
+            s3_grpc,
+            master,
+            master_grpc,
+            filer,
+            filer_grpc,
+            volume,
+            volume_grpc,
+            admin,
+            admin_grpc,
+        ) = self._ports
         return [
-            str(self.weed), "mini", f"-dir={self.root / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-            f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}", f"-master.port={master}",
-            f"-master.port.grpc={master_grpc}", f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
-            f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}", f"-s3.config={self.config}",
-            f"-bucket={','.join(self.buckets)}", "-master.telemetry=false", "-webdav=false",
+            str(self.weed),
+            "mini",
+            f"-dir={self.root / 'data'}",
+            f"-ip={self.ip}",
+            f"-ip.bind={self.ip}",
+            f"-s3.port={s3}",
+            f"-s3.port.grpc={s3_grpc}",
+            f"-master.port={master}",
+            f"-master.port.grpc={master_grpc}",
+            f"-filer.port={filer}",
+            f"-filer.port.grpc={filer_grpc}",
+            f"-volume.port={volume}",
+            f"-volume.port.grpc={volume_grpc}",
+            f"-s3.config={self.config}",
+            f"-bucket={','.join(self.buckets)}",
+            "-master.telemetry=false",
+            "-webdav=false",
             # The admin server runs even without its UI: its ports are chosen too.
-            "-admin.ui=false", f"-admin.port={admin}", f"-admin.port.grpc={admin_grpc}",
-            "-admin.port.legacy=0", "-s3.port.iceberg=0", "-s3.port.lance=0",
+            "-admin.ui=false",
+            f"-admin.port={admin}",
+            f"-admin.port.grpc={admin_grpc}",
+            "-admin.port.legacy=0",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
         ]
 
     def env(self) -> dict[str, str]:
@@ -100,16 +129,22 @@ class S3Server:
         from botocore.config import Config
 
         return botocore.session.get_session().create_client(
-            "s3", endpoint_url=self.endpoint, region_name=REGION, aws_access_key_id=ACCESS_KEY,
+            "s3",
+            endpoint_url=self.endpoint,
+            region_name=REGION,
+            aws_access_key_id=ACCESS_KEY,
             aws_secret_access_key=SECRET_KEY,
-            config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, connect_timeout=2),
+            config=Config(
+                s3={"addressing_style": "path"}, retries={"max_attempts": 1}, connect_timeout=2
+            ),
         )
 
     def start(self, timeout_s: float = 60.0) -> None:
         started = time.monotonic()
         with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+            self.process = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         client = self.client()
         while time.monotonic() - started < timeout_s:
             if self.process.poll() is not None:

@@ -547,8 +547,9 @@ def test_a_killed_worker_is_replaced_and_training_resumes_from_the_checkpoint(
     attempts = status["attempts"]
     assert attempts[-1]["result"] == "Succeeded" and attempts[-1].get("lastCheckpoint"), attempts
     record = json.loads(
-        (platform.store / "models" / platform.tenant / "digits-resume" / "v1" / "training.json")
-        .read_text()
+        (
+            platform.store / "models" / platform.tenant / "digits-resume" / "v1" / "training.json"
+        ).read_text()
     )
     history = record["epochs"]
     assert record["attempts"] >= 2, record
@@ -558,6 +559,109 @@ def test_a_killed_worker_is_replaced_and_training_resumes_from_the_checkpoint(
     platform.kubectl(
         "delete", "-n", platform.tenant, "trainingjob", name, "--wait=true", "--timeout=120s"
     )
+
+
+def test_a_job_and_a_deployment_use_s3_with_the_tenants_secret(platform: Platform) -> None:
+    """Data, checkpoints and versions on a real S3 server (SeaweedFS on the node's address),
+    reached with the credentials of the Secret in the tenant's namespace: the training pods
+    and the serving pods take it, and the secret key shows up in no status and no log."""
+    from tests.s3_server import SECRET_KEY, S3Server
+
+    node_ip = sys.modules["modelops_controlplane_node"].NODE_IP
+    server = S3Server(
+        Path(tempfile.mkdtemp(prefix="modelops-node-s3-")), ["modelops-node"], ip=node_ip
+    )
+    server.start()
+    try:
+        client = server.client()
+        data = platform.store / "data" / "digits"
+        for split in ("train", "holdout"):
+            for shard in sorted((data / split).glob("*.parquet")):
+                client.put_object(
+                    Bucket="modelops-node",
+                    Key=f"data/digits/{split}/{shard.name}",
+                    Body=shard.read_bytes(),
+                )
+        secret = {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "modelops-store-credentials"},
+            "stringData": server.env(),
+        }
+        platform.apply(secret, platform.tenant)
+        job = platform.example("trainingjob.yaml")
+        job["metadata"]["name"] = "digits-s3"
+        job["spec"]["data"]["uri"] = "s3://modelops-node/data/digits/train"
+        job["spec"]["data"]["holdoutUri"] = "s3://modelops-node/data/digits/holdout"
+        job["spec"]["output"] = {"modelName": "digits-s3", "storeUri": "s3://modelops-node/models"}
+        job["spec"]["training"]["epochs"] = 10
+        job["spec"]["training"].pop("earlyStopping", None)
+        job["spec"]["resources"].update(
+            {"workers": 1, "cpusPerWorker": "500m", "memoryPerWorker": "2Gi"}
+        )
+        platform.apply(job, platform.tenant)
+
+        def finished() -> dict[str, Any] | None:
+            status = (
+                platform.get("trainingjob", "digits-s3", "-n", platform.tenant).get("status") or {}
+            )
+            if status.get("phase") == "Failed":
+                raise AssertionError(f"the job failed: {status}")
+            return status if status.get("phase") == "Succeeded" else None
+
+        try:
+            status = poll("TrainingJob digits-s3 Succeeded", finished, timeout=900)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{server.log()}\n{platform.diagnostics()}") from exc
+        assert (status["modelVersion"].get("metrics") or {}).get("accuracy", 0) > 0.8, status
+        # The version is in the bucket, under the namespace's own prefix, whole.
+        prefix = f"models/{platform.tenant}/digits-s3/v1/"
+        listed = client.list_objects_v2(Bucket="modelops-node", Prefix=prefix)
+        names = {o["Key"][len(prefix) :] for o in listed.get("Contents", [])}
+        assert {"model.safetensors", "model.json"} <= names, names
+        assert not (platform.store / "models" / platform.tenant / "digits-s3").exists()
+
+        md = platform.example("modeldeployment.yaml")
+        md["metadata"]["name"] = "digits-s3"
+        md["spec"]["model"].update({"name": "digits-s3", "storeUri": "s3://modelops-node/models"})
+        md["spec"]["resources"] = {"cpu": "200m", "memory": "1Gi"}
+        md["spec"].pop("autoscaling", None)
+        platform.apply(md, platform.tenant)
+        _wait_deployment(
+            platform, "digits-s3", "the S3 version served",
+            lambda s: s.get("phase") == "Available" and s.get("activeVersion") == 1,
+        )  # fmt: skip
+        service = platform.get("service", "digits-s3", "-n", platform.tenant)
+        base = f"http://{service['spec']['clusterIP']}:{service['spec']['ports'][0]['port']}/v2/models/digits-s3"
+        with urllib.request.urlopen(base, timeout=10) as resp:
+            input_name = json.load(resp)["inputs"][0]["name"]
+        features, labels = _holdout(data / "holdout")
+        predicted = _class_indices(_infer(base, input_name, features[:32]))
+        assert sum(int(p == t) for p, t in zip(predicted, labels[:32], strict=True)) >= 26, (
+            predicted
+        )
+
+        # The secret key is in no status and no log of the tenant's pods or the operator.
+        seen = platform.kubectl(
+            "get", "trainingjob,modeldeployment", "-n", platform.tenant, "-o", "yaml"
+        )
+        assert SECRET_KEY not in seen
+        pods = platform.tenant_pods("app.kubernetes.io/managed-by=modelops")
+        for pod in pods:
+            for container in pod["spec"]["containers"]:
+                assert SECRET_KEY not in platform.logs(pod["metadata"]["name"], container["name"])
+        operator_logs = platform.kubectl(
+            "logs", "-n", SYSTEM_NAMESPACE, "-l", "app.kubernetes.io/component=operator", "--tail=-1",
+            check=False,
+        )  # fmt: skip
+        assert SECRET_KEY not in operator_logs
+    finally:
+        platform.kubectl(
+            "delete", "-n", platform.tenant, "modeldeployment/digits-s3", "trainingjob/digits-s3",
+            "secret/modelops-store-credentials", "--wait=true", "--timeout=120s", check=False,
+        )  # fmt: skip
+        server.stop()
+        shutil.rmtree(server.root, ignore_errors=True)
 
 
 def test_deleting_the_resources_leaves_nothing_behind(platform: Platform) -> None:
