@@ -64,6 +64,35 @@ def cmd_status(args: argparse.Namespace) -> int:
     return status(Path(args.state))
 
 
+def cmd_import(args: argparse.Namespace) -> int:
+    """Publish an ONNX model trained elsewhere as a new version in the store."""
+    from modelops_runtime.importer import main as import_main  # onnx, torch: only for this command
+
+    code: int = import_main(args.rest)
+    return code
+
+
+def cmd_source_push(args: argparse.Namespace) -> int:
+    """Pack a custom network's source folder into the store; print its model.source URI."""
+    from modelops import source_archive
+    from modelops_runtime import artifacts  # fsspec and s3fs: only for this command
+
+    try:
+        archive = source_archive.pack(Path(args.folder))
+        uri = source_archive.archive_uri(args.store, args.name, archive.sha256)
+    except source_archive.SourceError as error:
+        print(f"modelops source push: {error}", file=sys.stderr)
+        return 2
+    fs, path = artifacts.filesystem(uri)
+    # Named by its content: one already there holds these very bytes.
+    if not fs.exists(path):
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+        with fs.open(path, "wb") as handle:
+            handle.write(archive.blob)
+    print(uri)
+    return 0
+
+
 def cmd_operator(args: argparse.Namespace) -> int:
     """Run the Kubernetes operator (Kopf); settings from MODELOPS_* env, flags override."""
     import dataclasses
@@ -161,6 +190,26 @@ def build_parser() -> argparse.ArgumentParser:
     status = sub.add_parser("status", help="show the state of a local run")
     status.add_argument("--state", default=".modelops/state", help="state folder")
     status.set_defaults(func=cmd_status)
+
+    importing = sub.add_parser(
+        "import",
+        help="publish an ONNX model as a new version in the store",
+        # Every argument, --help included, goes to the runtime's parser, which owns them.
+        add_help=False,
+        prefix_chars="\0",
+    )
+    importing.add_argument("rest", nargs="*", help="FILE --store URI --model NAME ...")
+    importing.set_defaults(func=cmd_import)
+
+    source = sub.add_parser("source", help="source archives of custom networks")
+    source_sub = source.add_subparsers(dest="source_command", required=True)
+    push = source_sub.add_parser(
+        "push", help="pack a folder into <store>/_sources/<name>/ and print its URI"
+    )
+    push.add_argument("folder", help="folder holding the factory's package")
+    push.add_argument("--store", required=True, help="store URI (file:// or s3://)")
+    push.add_argument("--name", required=True, help="source name, a DNS-1123 label")
+    push.set_defaults(func=cmd_source_push)
 
     _add_operator_parser(sub)
     return parser

@@ -664,6 +664,104 @@ def test_a_job_and_a_deployment_use_s3_with_the_tenants_secret(platform: Platfor
         shutil.rmtree(server.root, ignore_errors=True)
 
 
+def test_a_custom_network_from_a_source_archive_trains_on_ray_pods_and_is_stored_as_onnx(
+    platform: Platform,
+) -> None:
+    """The examples/custom network: its code goes to the store as a source archive (no
+    image registry), the job's Ray pods load it, and the version is a self-contained ONNX
+    graph that a server runs without the code."""
+    custom = ROOT / "examples" / "custom"
+    pushed = subprocess.run(
+        [sys.executable, "-m", "modelops", "source", "push", str(custom / "src"),
+         "--store", f"file://{platform.store}/models", "--name", "forecast-cnn"],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    host_uri = pushed.stdout.strip().splitlines()[-1]
+    # The pods see the store's volume at /var/lib/modelops.
+    pod_uri = host_uri.replace(f"file://{platform.store}", "file:///var/lib/modelops")
+    series = platform.store / "data" / "series"
+    subprocess.run(
+        [sys.executable, "-m", "modelops_runtime", "datasets", "sunspots", str(series)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    for path in [series, *series.rglob("*"), *(platform.store / "models").rglob("*")]:
+        os.chmod(path, 0o777 if path.is_dir() else 0o666)
+    job = yaml.safe_load((custom / "trainingjob.yaml").read_text())
+    job["spec"]["model"]["source"] = pod_uri
+    job["spec"]["training"]["epochs"] = 4
+    job["spec"]["resources"].update({"cpusPerWorker": "500m", "memoryPerWorker": "2Gi"})
+    platform.apply(job, platform.tenant)
+    name = job["metadata"]["name"]
+
+    def finished() -> dict[str, Any] | None:
+        status = platform.get("trainingjob", name, "-n", platform.tenant).get("status") or {}
+        if status.get("phase") == "Failed":
+            raise AssertionError(f"the job failed: {status}")
+        return status if status.get("phase") == "Succeeded" else None
+
+    try:
+        poll(f"TrainingJob {name} Succeeded", finished, timeout=900)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{platform.diagnostics()}") from exc
+    stored = platform.store / "models" / platform.tenant / "series-cnn" / "v1"
+    files = {p.name for p in stored.iterdir()}
+    assert "model.onnx" in files and "model.safetensors" not in files, files
+    card = json.loads((stored / "model.json").read_text())
+    assert card["weights_format"] == "onnx", card
+    platform.kubectl(
+        "delete", "-n", platform.tenant, "trainingjob", name, "--wait=true", "--timeout=120s"
+    )
+
+
+def test_a_search_job_runs_tpe_with_early_stopping_on_ray_pods(platform: Platform) -> None:
+    """A search through the operator: Optuna's TPE proposes, ASHA stops the poor trials,
+    the status counts trials by state and shows the best, and the best is stored."""
+    job = platform.example("trainingjob.yaml")
+    job["metadata"]["name"] = "digits-search"
+    job["spec"]["output"]["modelName"] = "digits-search"
+    job["spec"]["training"]["epochs"] = 6
+    job["spec"]["training"].pop("earlyStopping", None)
+    job["spec"]["training"].pop("schedule", None)
+    job["spec"]["resources"].update({"cpusPerWorker": "500m", "memoryPerWorker": "2Gi"})
+    job["spec"]["search"] = {
+        "trials": 4,
+        "maxConcurrent": 2,
+        "metric": "val_accuracy",
+        "mode": "max",
+        "space": [
+            {"path": "training.optimizer.learningRate", "type": "logUniform",
+             "low": 0.00001, "high": 0.01},
+        ],
+    }  # fmt: skip
+    platform.apply(job, platform.tenant)
+    name = job["metadata"]["name"]
+
+    def finished() -> dict[str, Any] | None:
+        status = platform.get("trainingjob", name, "-n", platform.tenant).get("status") or {}
+        if status.get("phase") == "Failed":
+            raise AssertionError(f"the job failed: {status}")
+        return status if status.get("phase") == "Succeeded" else None
+
+    try:
+        status = poll(f"TrainingJob {name} Succeeded", finished, timeout=1200)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{platform.diagnostics()}") from exc
+    search = status["search"]
+    counts = search["trialCounts"]
+    assert counts.get("finished", 0) + counts.get("stoppedEarly", 0) == 4, search
+    assert counts.get("failed", 0) == 0 and counts.get("running", 0) == 0, search
+    best = search["best"]
+    assert best["metrics"]["val_accuracy"] == max(
+        row["metrics"]["val_accuracy"] for row in search["top"]
+    ), search
+    assert "training.optimizer.learningRate" in best["params"], best
+    stored = platform.store / "models" / platform.tenant / "digits-search" / "v1"
+    assert (stored / "model.safetensors").exists(), list(stored.parent.iterdir())
+    platform.kubectl(
+        "delete", "-n", platform.tenant, "trainingjob", name, "--wait=true", "--timeout=120s"
+    )
+
+
 def test_deleting_the_resources_leaves_nothing_behind(platform: Platform) -> None:
     platform.kubectl(
         "delete",

@@ -57,7 +57,7 @@ def _update(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, accuracy: float) ->
     async def evaluate(self: Any, version: int) -> dict[str, float]:
         return {"accuracy": accuracy if version == 2 else 0.9}
 
-    monkeypatch.setattr(updating, "_scan", scan)
+    monkeypatch.setattr(updating.LocalScanner, "scan", lambda self, *args: scan(*args))
     monkeypatch.setattr(updating.LocalUpdate, "_evaluate", evaluate)
     monkeypatch.setattr(updating.LocalUpdate, "_training", lambda self, name: FakeTraining(name))
     return updating.LocalUpdate(update, recipe, ctx), ctx, scans

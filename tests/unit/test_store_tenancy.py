@@ -89,3 +89,21 @@ def test_the_layout_and_the_list_are_read_from_the_environment(
     monkeypatch.setenv("MODELOPS_STORE_LAYOUT", "flat")
     with pytest.raises(ValueError, match="MODELOPS_STORE_LAYOUT='flat': expected one of"):
         OperatorConfig.from_env()
+
+
+def test_a_custom_networks_source_archive_must_come_from_an_allowed_store() -> None:
+    config = OperatorConfig(store_uri=STORE, allowed_store_uris=("s3://team-models",))
+    sha = "0" * 64
+    manifest = training_job()
+    manifest["spec"]["model"] = {
+        "architecture": "custom",
+        "factory": "nets.cnn:build",
+        "source": f"s3://other-team/_sources/cnn/{sha}.tar.gz",
+    }
+    problems = [str(p) for p in webhook.policy_problems("TrainingJob", manifest["spec"], config.policy())]
+    assert problems == [
+        "spec.model.source: store 's3://other-team' is not allowed; allowed: "
+        f"{STORE}, s3://team-models"
+    ]
+    manifest["spec"]["model"]["source"] = f"s3://team-models/_sources/cnn/{sha}.tar.gz"
+    assert webhook.policy_problems("TrainingJob", manifest["spec"], config.policy()) == []

@@ -7,6 +7,7 @@ import itertools
 import json
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydantic
@@ -23,15 +24,16 @@ from modelops.api.training import (
     OptimizerSpec,
     ScheduleSpec,
     SearchParameter,
+    SearchSpec,
     Task,
     TrainingJobSpec,
 )
 from modelops_runtime.evaluate import ClassificationMetrics, RegressionMetrics
-from modelops_runtime.train import checkpoint, progress
+from modelops_runtime.train import checkpoint, progress, search_space
 from modelops_runtime.train.losses import check_loss, make_loss, output_width
 from modelops_runtime.train.optim import learning_rate, make_optimizer
 from modelops_runtime.train.resources import quantity
-from modelops_runtime.train.search import apply_params, sample_space
+from modelops_runtime.train.search import apply_params
 from modelops_runtime.train.warmstart import replay_sample
 
 
@@ -97,6 +99,15 @@ SPACE = [
     SearchParameter(path="model.dropout", type="uniform", low=0.0, high=0.5),
     SearchParameter(path="model.hiddenLayers", type="choice", values=["[64, 32]", "[8]"]),
 ]
+
+
+def sample_space(space: list[SearchParameter], trials: int, seed: int) -> list[dict[str, Any]]:
+    """`trials` points drawn from Tune's domains of the space, parsed as a trial parses them."""
+    search = SearchSpec(trials=trials, algorithm="random", space=space)
+    domains = search_space.param_space(search)
+    rng = np.random.default_rng(seed)
+    configs = [{k: d.sample(random_state=rng) for k, d in domains.items()} for _ in range(trials)]
+    return [search_space.point(search, config) for config in configs]
 
 
 @given(seed=st.integers(0, 2**31 - 1))

@@ -17,6 +17,7 @@ COMMANDS: dict[str, str] = {
     "serve": "modelops_runtime.serve.cli:main",
     "predict-batch": "modelops_runtime.batch_predict:main",
     "scan": "modelops_runtime.data.scan:main",
+    "import": "modelops_runtime.importer:main",
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from modelops.lifecycle.training_report import INPUT_ERROR_EXIT_CODE
 
-__all__ = ["INPUT_ERROR_EXIT_CODE", "InputError", "MissingColumns", "NoData"]
+__all__ = ["INPUT_ERROR_EXIT_CODE", "InputError", "MissingColumns", "ModelFileError", "NoData"]
 
 
 class InputError(Exception):
@@ -23,3 +23,7 @@ class NoData(InputError, FileNotFoundError):
 
 class MissingColumns(InputError, ValueError):
     """The spec names columns the data does not have."""
+
+
+class ModelFileError(InputError, ValueError):
+    """A model file that cannot be loaded: malformed, truncated, oversize or unsafe."""

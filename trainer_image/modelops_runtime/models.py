@@ -1,7 +1,10 @@
-"""The networks: MLP/DNN, RNN, GRU and LSTM, built from the API's ModelSpec.
+"""The networks: MLP/DNN, RNN, GRU and LSTM, built from the API's ModelSpec, or a custom
+network from the user's factory.
 
-Nothing here imports training code, so the server can rebuild a network from its
-stored spec and load safetensors weights into it.
+Nothing here imports training code, so the server can rebuild a built-in network from
+its stored spec and load safetensors weights into it. A custom network is built only in
+training processes (the user's code is loaded there, see `usercode`); its versions are
+stored as ONNX, which the server loads without that code.
 """
 
 from __future__ import annotations
@@ -74,8 +77,29 @@ class Recurrent(nn.Module):
         return out
 
 
+def build_custom(spec: ModelSpec, n_features: int, n_outputs: int) -> nn.Module:
+    """The user's network: `factory(n_inputs=..., n_outputs=..., **params, **options)`."""
+    from modelops_runtime.usercode import UserCodeError, factory
+
+    build = factory(spec)
+    try:
+        network = build(n_inputs=n_features, n_outputs=n_outputs, **spec.factory_arguments())
+    except Exception as error:
+        raise UserCodeError(
+            f"model.factory {spec.factory!r} failed with n_inputs={n_features}, "
+            f"n_outputs={n_outputs}, arguments={spec.factory_arguments()}: {error!r}"
+        ) from error
+    if not isinstance(network, nn.Module):
+        raise UserCodeError(
+            f"model.factory {spec.factory!r} returned {type(network).__name__}, not a torch.nn.Module"
+        )
+    return network
+
+
 def build_model(spec: ModelSpec, n_features: int, n_outputs: int) -> nn.Module:
     """The network for `spec`, taking `n_features` per step and giving `n_outputs` scores."""
+    if spec.architecture == Architecture.CUSTOM:
+        return build_custom(spec, n_features, n_outputs)
     if spec.architecture == Architecture.MLP:
         return MLP(spec, n_features, n_outputs)
     return Recurrent(spec, n_features, n_outputs)

@@ -12,11 +12,13 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
-from modelops.api.artifact import EnsembleCard, EnsembleMemberCard, ModelCard
+from modelops.api.artifact import EnsembleCard, EnsembleMemberCard, ModelCard, WeightsFormat
 from modelops.api.training import EnsembleMethod, Task
 from modelops_runtime import artifacts
+from modelops_runtime.errors import ModelFileError
 from modelops_runtime.models import build_model
 
 
@@ -57,13 +59,23 @@ class SingleModel:
         return result
 
 
-def _load_single(folder_uri: str, card: ModelCard) -> SingleModel:
+def _load_single(folder_uri: str, card: ModelCard) -> SingleModel | Scorer:
+    if card.weights_format == WeightsFormat.ONNX:
+        # Imported here: processes that serve only built-in networks never load ONNX Runtime.
+        from modelops_runtime.onnx_predictor import load_onnx
+
+        return load_onnx(folder_uri, card)
     if card.spec is None:
         raise ValueError(f"{folder_uri}: card has no network spec")
     n_in = card.n_features * (card.window or 1) if card.spec.architecture == "mlp" else card.n_features
     network = build_model(card.spec, n_in, card.n_outputs)
-    state, scaling = split_weights(artifacts.load_weights(artifacts.join(folder_uri, artifacts.WEIGHTS)))
-    network.load_state_dict(state)
+    uri = artifacts.join(folder_uri, artifacts.WEIGHTS)
+    try:
+        state, scaling = split_weights(artifacts.load_weights(uri))
+        network.load_state_dict(state)
+    except (SafetensorError, RuntimeError) as error:  # truncated, malformed, or another network's
+        first = (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+        raise ModelFileError(f"{uri}: cannot be loaded: {first}") from None
     network.eval()
     return SingleModel(card=card, network=network, scaling=scaling)
 

@@ -115,7 +115,7 @@ def publish_steps(staging_uri: str, version_uri: str, run: dict[str, Any]) -> li
     return steps
 
 
-def _refused_as_existing(error: OSError) -> bool:
+def refused_as_existing(error: OSError) -> bool:
     """A conditional put refused because the object exists. s3fs maps that to
     FileExistsError only when the server names the If-None-Match condition, as AWS does;
     other servers (SeaweedFS) answer a bare 412 PreconditionFailed."""
@@ -129,7 +129,7 @@ def _claim(fs: AbstractFileSystem, path: str, text: bytes, run: dict[str, Any], 
     try:
         fs.pipe_file(path, text, mode="create")
     except OSError as error:
-        if not _refused_as_existing(error):
+        if not refused_as_existing(error):
             raise
         # Our own claim from an attempt that died while copying: this run finishes it.
         # Once the card is there the version is whole, and stays as it is.

@@ -14,6 +14,8 @@ shell. Read at each use, so a process sees what its environment says now.
 - Retries: MODELOPS_S3_MAX_ATTEMPTS (default 10) attempts of each request, with
   botocore's exponential back-off and jitter, for connection errors, 5xx and throttling
   (503 SlowDown): a server restarting mid-run is waited for, not failed on.
+  MODELOPS_S3_RETRY_MODE picks botocore's mode: `standard` (default) or `adaptive`
+  (also slows this client's request rate while the server throttles).
 
 Only stdlib here: the head pod's driver uses it without the runtime's heavy imports.
 """
@@ -26,6 +28,7 @@ from typing import Any
 ENDPOINT_VARIABLES = ("MODELOPS_S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 REGION_VARIABLES = ("AWS_REGION", "AWS_DEFAULT_REGION")
 DEFAULT_MAX_ATTEMPTS = 10
+RETRY_MODES = ("standard", "adaptive")
 
 
 def _first(names: tuple[str, ...]) -> str | None:
@@ -49,10 +52,22 @@ def options(uri: str) -> dict[str, Any]:
     if protocol(uri) not in ("s3", "s3a"):
         return {}
     url = endpoint()
-    style = os.environ.get("MODELOPS_S3_ADDRESSING_STYLE", "").strip() or ("path" if url else "auto")
+    style = os.environ.get("MODELOPS_S3_ADDRESSING_STYLE", "").strip() or (
+        "path" if url else "auto"
+    )
     if style not in ("path", "virtual", "auto"):
-        raise ValueError(f"MODELOPS_S3_ADDRESSING_STYLE must be path, virtual or auto, not {style!r}")
-    attempts = int(os.environ.get("MODELOPS_S3_MAX_ATTEMPTS", "") or DEFAULT_MAX_ATTEMPTS)
+        raise ValueError(
+            f"MODELOPS_S3_ADDRESSING_STYLE must be path, virtual or auto, not {style!r}"
+        )
+    attempts_text = os.environ.get("MODELOPS_S3_MAX_ATTEMPTS", "").strip()
+    if attempts_text and not (attempts_text.isdigit() and int(attempts_text) >= 1):
+        raise ValueError(
+            f"MODELOPS_S3_MAX_ATTEMPTS must be a whole number >= 1, not {attempts_text!r}"
+        )
+    attempts = int(attempts_text or DEFAULT_MAX_ATTEMPTS)
+    mode = os.environ.get("MODELOPS_S3_RETRY_MODE", "").strip() or "standard"
+    if mode not in RETRY_MODES:
+        raise ValueError(f"MODELOPS_S3_RETRY_MODE must be standard or adaptive, not {mode!r}")
     client: dict[str, Any] = {}
     if url:
         client["endpoint_url"] = url
@@ -63,7 +78,7 @@ def options(uri: str) -> dict[str, Any]:
         "client_kwargs": client,
         "config_kwargs": {
             "s3": {"addressing_style": style},
-            "retries": {"max_attempts": attempts, "mode": "standard"},
+            "retries": {"max_attempts": attempts, "mode": mode},
         },
         # Other writers add shards and versions: a cached listing would hide them.
         "use_listings_cache": False,

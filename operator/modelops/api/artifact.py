@@ -93,6 +93,10 @@ class ShardInfo(_Stored):
     size: int = Field(ge=0, description="Bytes.")
     sha256: str = Field(description="Content hash.")
     rows: int = Field(ge=0, description="Rows.")
+    etag: str | None = Field(
+        default=None,
+        description="The object store's ETag when listed (s3://); None for a file.",
+    )
 
 
 class SnapshotManifest(_Stored):

@@ -62,6 +62,7 @@ RESOURCES: tuple[ResourceInfo, ...] = (
             _column("Model", ".spec.output.modelName"),
             _column("Version", ".status.modelVersion.version", "integer"),
             _column("Metric", ".status.mainMetric"),
+            _column("Trials", ".status.search.summary", priority=1),
             _AGE,
         ),
     ),

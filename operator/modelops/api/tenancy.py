@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from modelops.api.base import SchedulingSpec, TolerationOperator
+from modelops.api.network import SOURCES_FOLDER
 from modelops.api.validation import Problem
 
 # Kubernetes reserves this prefix for the classes that keep nodes and the control plane up.
@@ -165,7 +166,12 @@ class TenancyPolicy:
 
         if isinstance(spec, TrainingJobSpec):
             problems = self.scheduling_problems("spec.resources", spec.resources)
-            return problems + self.store_problems("spec.output.storeUri", spec.output.store_uri)
+            problems += self.store_problems("spec.output.storeUri", spec.output.store_uri)
+            if spec.model.source:
+                # A custom network's code comes from a store this namespace may use, too.
+                root = spec.model.source.split(f"/{SOURCES_FOLDER}/")[0]
+                problems += self.store_problems("spec.model.source", root)
+            return problems
         if isinstance(spec, ModelDeploymentSpec):
             return self.serving_pod_problems(spec) + self.prometheus_problems(
                 "spec.autoscaling.metricsSource.prometheusUrl",

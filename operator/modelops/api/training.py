@@ -39,6 +39,13 @@ from modelops.api.recipe import OptimizerSpec as OptimizerSpec
 from modelops.api.recipe import ScheduleSpec as ScheduleSpec
 from modelops.api.recipe import ScheduleType as ScheduleType
 from modelops.api.recipe import TrainingSpec as TrainingSpec
+from modelops.api.search import (
+    CLASSIFICATION_METRICS,
+    PARAMS_METRIC,
+    REGRESSION_METRICS,
+    reported_metrics,
+    reported_metrics_cel,
+)
 from modelops.api.search import EnsembleMethod as EnsembleMethod
 from modelops.api.search import ParamType as ParamType
 from modelops.api.search import SearchParameter as SearchParameter
@@ -171,6 +178,34 @@ class TrainingJobSpec(ApiModel):
     """The desired training of one model version."""
 
     transition_rules = tuple(_immutable(name, optional) for name, optional in IMMUTABLE_SPEC_FIELDS)
+    cel_rules = (
+        CelRule(
+            rule="!has(self.search) || self.search.metric in "
+            + reported_metrics_cel("self.model.task"),
+            message="search.metric is not reported for this model.task (classification: "
+            f"{', '.join(CLASSIFICATION_METRICS)}; regression and forecasting: "
+            f"{', '.join(REGRESSION_METRICS)})",
+            check=lambda s: s.search is None or s.search.metric in reported_metrics(s.model.task),
+            field="search.metric",
+        ),
+        CelRule(
+            rule="!has(self.search) || !has(self.search.objectives) || "
+            "self.search.objectives.all(o, o.metric == 'params' || o.metric in "
+            + reported_metrics_cel("self.model.task")
+            + ")",
+            message="search.objectives names a metric not reported for this model.task "
+            f"(classification: {', '.join(CLASSIFICATION_METRICS)}; regression and "
+            f"forecasting: {', '.join(REGRESSION_METRICS)}; any task: {PARAMS_METRIC})",
+            check=lambda s: (
+                s.search is None
+                or all(
+                    o.metric in (*reported_metrics(s.model.task), PARAMS_METRIC)
+                    for o in s.search.objectives
+                )
+            ),
+            field="search.objectives",
+        ),
+    )
 
     model: ModelSpec = Field(description="Architecture, its parameters and the task.")
     data: DataSpec = Field(description="Training data.")

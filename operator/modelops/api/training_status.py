@@ -84,6 +84,58 @@ class TrialResult(ApiModel):
     metrics: dict[str, float] = Field(default_factory=dict, description="Final metrics.")
 
 
+class TrialState(StrEnum):
+    RUNNING = "running"
+    STOPPED_EARLY = "stoppedEarly"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
+class TrialCounts(ApiModel):
+    """Trials of a search by state; trials not started yet are in none of them."""
+
+    running: int = Field(default=0, ge=0, description="Trials training now.")
+    stopped_early: int = Field(
+        default=0, ge=0, description="Trials the early-stopping scheduler ended."
+    )
+    finished: int = Field(default=0, ge=0, description="Trials that ran every epoch.")
+    failed: int = Field(default=0, ge=0, description="Trials that failed.")
+
+
+class TrialRow(ApiModel):
+    """One row of the best-trials table: a trial's parameters and its objective metrics."""
+
+    id: str = Field(max_length=128, description="Trial id.")
+    state: TrialState | None = Field(default=None, description="Where the trial is.")
+    epoch: int = Field(default=0, ge=0, description="Epochs the trial has trained.")
+    params: dict[str, str] = Field(
+        default_factory=dict,
+        max_length=16,
+        description="Its parameters (path to value, values cut to 64 characters).",
+    )
+    metrics: dict[str, float] = Field(
+        default_factory=dict, max_length=4, description="Its latest objective metrics."
+    )
+    pareto: bool | None = Field(
+        default=None, description="On the Pareto front (searches with several objectives)."
+    )
+
+
+class SearchStatus(ApiModel):
+    """Where a hyperparameter search is: trials by state, the best so far, the best few."""
+
+    summary: str = Field(
+        default="", max_length=128, description="Trial counts in a line, for kubectl get."
+    )
+    trial_counts: TrialCounts = Field(default_factory=TrialCounts, description="Trials by state.")
+    best: TrialRow | None = Field(default=None, description="The best trial so far.")
+    top: list[TrialRow] = Field(
+        default_factory=list,
+        max_length=10,
+        description="The best trials, best first (the Pareto front first with several objectives).",
+    )
+
+
 class TrainingJobStatus(ApiModel):
     """Observed state of a TrainingJob."""
 
@@ -105,5 +157,8 @@ class TrainingJobStatus(ApiModel):
         description="The headline metric as name=value, for kubectl get.",
     )
     trials: list[TrialResult] = Field(default_factory=list, description="Search trials.")
+    search: SearchStatus | None = Field(
+        default=None, description="A running or finished search: trials by state, the best."
+    )
     start_time: datetime | None = Field(default=None, description="When training started.")
     completion_time: datetime | None = Field(default=None, description="When it finished.")

@@ -2,13 +2,14 @@
 
 Per resource and handler: reconcile counts by result, durations, errors by kind; the
 reconciles waiting for a worker thread (the queue) and those running (in flight); the
-objects under management. The process collector of the default registry adds the
-operator's CPU time and resident memory.
+objects under management; the trials of each TrainingJob's search by state. The process
+collector of the default registry adds the operator's CPU time and resident memory.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import Awaitable, Callable, Iterator
@@ -17,6 +18,8 @@ from typing import Any, ParamSpec, TypeVar
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import start_http_server
+
+from modelops.api.training_status import TrialCounts
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -73,12 +76,27 @@ class OperatorMetrics:
             buckets=_BUCKETS,
             registry=registry,
         )
+        self.trials = Gauge(
+            "modelops_trainingjob_trials",
+            "Trials of a TrainingJob's search by state: running, stoppedEarly, finished, failed.",
+            ["namespace", "trainingjob", "state"],
+            registry=registry,
+        )
         self.api_writes = Counter(
             "modelops_api_writes_total",
             "Writes sent to the API server, by verb and kind.",
             ["verb", "kind"],
             registry=registry,
         )
+
+    def observe_trials(self, namespace: str, name: str, counts: TrialCounts | None) -> None:
+        """A TrainingJob's search trials by state; None removes the job's series."""
+        for state, value in (counts or TrialCounts()).to_dict().items():
+            if counts is None:
+                with contextlib.suppress(KeyError):
+                    self.trials.remove(namespace, name, state)
+            else:
+                self.trials.labels(namespace, name, state).set(value)
 
     def observe_request(self, verb: str, resource: str, seconds: float, status: int) -> None:
         """A `kube.Observer`: one API request and how long it took."""

@@ -44,6 +44,7 @@ from modelops.lifecycle.training_rules import (
     version_uri,
 )
 from modelops.lifecycle.training_rules import retry_delay as retry_delay
+from modelops.lifecycle.training_search import search_from_text
 
 # Condition types and their reasons: fixed strings that clients may match on.
 WORKERS_READY = "WorkersReady"
@@ -188,6 +189,9 @@ def _read_progress(draft: _Draft, head: PodView | None, attempt: Attempt) -> Non
     if progress.percent == 0 and progress.total_epochs:
         progress.percent = min(100, 100 * progress.epoch // progress.total_epochs)
     draft.status.progress = progress
+    if obs.spec.search is not None:
+        found = search_from_text(head.progress if head else None, obs.spec.search)
+        draft.status.search = found or draft.status.search
     if report.checkpoint:
         attempt.last_checkpoint = report.checkpoint
     elif progress.epoch > 0:
@@ -271,9 +275,7 @@ def _plan_succeeded(draft: _Draft, index: int, head: PodView, pods: list[PodView
     return _Step(attempt=index, requeue_after=_seconds_to_ttl(draft))
 
 
-def _plan_retry(
-    draft: _Draft, index: int, pods: list[PodView], permanent: bool = False
-) -> _Step:
+def _plan_retry(draft: _Draft, index: int, pods: list[PodView], permanent: bool = False) -> _Step:
     """The current attempt failed: start the next one after a back-off, or give up."""
     obs, status = draft.obs, draft.status
     failures = failed_attempts(status)

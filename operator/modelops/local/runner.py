@@ -27,7 +27,7 @@ from modelops.api.deployment import ModelDeployment
 from modelops.api.training import TrainingJob, TrainingPhase
 from modelops.api.update import IncrementalUpdate
 from modelops.api.validation import iter_documents, manifest_files, parse_resource
-from modelops.local import view
+from modelops.local import search_view, view
 from modelops.local.context import LocalContext, now, rewrite_root
 from modelops.local.processes import Supervisor, is_ours, stop_leftovers
 from modelops.local.rayhead import RayHead
@@ -204,9 +204,14 @@ def status(state_dir: Path) -> int:
         if not live:
             console.print(view.not_live_line(beat, now()), highlight=False)
         console.print(view.table(records, live))
+        for grid in filter(None, map(search_view.table, records)):
+            console.print(grid)
     else:
         if not live:
             print(view.not_live_line(beat, now()))
         for record in records:
             print(view.plain_line(record, live))
+        for record in records:
+            for line in search_view.plain_lines(record):
+                print(line)
     return 0

@@ -31,6 +31,7 @@ from modelops.api.training import (
 from modelops.lifecycle.conditions import set_condition
 from modelops.lifecycle.lineage import describe
 from modelops.lifecycle.placement import needs_ray
+from modelops.lifecycle.training_search import search_status
 from modelops.local.context import LocalContext, now
 from modelops.local.state import read_json
 
@@ -162,9 +163,13 @@ class LocalTraining:
         aliases = {field.alias or name for name, field in Progress.model_fields.items()}
         shared = {k: v for k, v in document.items() if k in aliases}
         progress = Progress.model_validate(shared)
-        self.status = self.status.model_copy(
-            update={"progress": progress, "main_metric": main_metric(progress.metrics)}
-        )
+        update: dict[str, Any] = {
+            "progress": progress,
+            "main_metric": main_metric(progress.metrics),
+        }
+        if self.job.spec.search is not None:
+            update["search"] = search_status(document, self.job.spec.search) or self.status.search
+        self.status = self.status.model_copy(update=update)
 
     def _finish_attempt(self, code: int) -> None:
         child = self.ctx.supervisor.children.get(self.process_name)

@@ -13,36 +13,19 @@ import json
 from dataclasses import replace
 from datetime import datetime
 
-from modelops.api.artifact import SnapshotManifest
 from modelops.api.base import ObjectMeta
-from modelops.api.training import DataFormat, TrainingJob
+from modelops.api.training import TrainingJob
 from modelops.api.update import IncrementalUpdate, IncrementalUpdateStatus
-from modelops.lifecycle import datascan
 from modelops.lifecycle.update import child_training_spec, plan_update
 from modelops.lifecycle.updateplan import Comparison, Evaluation, Observed, RunChild, UpdatePlan
 from modelops.local.context import LocalContext, now
+from modelops.local.fingerprints import LocalScanner
 from modelops.local.training import LocalTraining
 
 KIND = "IncrementalUpdate"
 # Plans that ask to come back at once (a run recorded, a candidate named) are followed
 # within the same tick, up to this many.
 _STEPS = 4
-
-
-def _scan(
-    uri: str, fmt: DataFormat, store: str, model: str, baseline: int | None
-) -> datascan.DataScan:
-    """The data folder now, against the snapshot `baseline` was trained on."""
-    from modelops_runtime import artifacts  # heavy imports, only when used
-    from modelops_runtime.data.readers import read_columns
-    from modelops_runtime.data.shards import snapshot
-
-    listing = snapshot(uri, fmt)
-    stored: SnapshotManifest | None = None
-    if baseline is not None:
-        stored = artifacts.load_snapshot(artifacts.version_uri(store, model, baseline))
-    root = uri.rstrip("/")
-    return datascan.scan(listing, stored, uri, lambda path: read_columns(f"{root}/{path}", fmt))
 
 
 class LocalUpdate:
@@ -60,6 +43,8 @@ class LocalUpdate:
         self.run: LocalTraining | None = None
         self.evaluation: Evaluation | None = None
         self.last_check: datetime | None = None
+        # Shards already hashed are not read again, in this process or the next run.
+        self.scanner = LocalScanner(ctx.state.root / "fingerprints" / f"{self.name}.json")
         if self.status.current_run is not None:  # resume the run a previous process started
             self.run = self._training(self.status.current_run.training_job)
 
@@ -156,7 +141,12 @@ class LocalUpdate:
             data = self.recipe.spec.data
             try:
                 found = await asyncio.to_thread(
-                    _scan, data.uri, data.format, self.store, self.model, plan.scan_baseline
+                    self.scanner.scan,
+                    data.uri,
+                    data.format,
+                    self.store,
+                    self.model,
+                    plan.scan_baseline,
                 )
             except Exception as error:  # a missing folder: said in the status, retried
                 message = f"listing {data.uri}: {type(error).__name__}: {error}"

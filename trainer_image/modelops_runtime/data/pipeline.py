@@ -1,8 +1,9 @@
 """The data pipeline a worker runs: its shards → examples → split → scaling → batches.
 
-Memory is bounded by one read chunk plus the shuffle buffer, whatever the dataset size,
-plus, when this worker's share fits `DataPlan.resident_bytes`, its decoded examples:
-those are read once per job and replayed every epoch (see `Resident`).
+Memory is bounded by one read chunk plus the shuffle buffer, whatever the dataset size
+(on an object store, plus two shards' bytes: the next one is fetched while one is read,
+see `prefetch`), plus, when this worker's share fits `DataPlan.resident_bytes`, its
+decoded examples: those are read once per job and replayed every epoch (see `Resident`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from modelops.api.training import DataFormat, SequenceSpec, Task
 from modelops_runtime.data import split
 from modelops_runtime.data.examples import Examples, Layout, make_layout
 from modelops_runtime.data.partition import Slice, assign
-from modelops_runtime.data.readers import iter_chunks
+from modelops_runtime.data.prefetch import DEFAULT_MAX_BYTES, iter_shards
 from modelops_runtime.data.shards import shard_uri
 from modelops_runtime.data.shuffle import Batch, ShuffleBuffer
 from modelops_runtime.data.stats import RunningMoments, label_key, sort_labels
@@ -86,6 +87,8 @@ class DataPlan:
     shuffle_rows: int = 65536
     # A worker keeps its decoded share in memory up to this size; larger shares stream.
     resident_bytes: int = 256 << 20
+    # On an object store a shard up to this size is fetched whole, while the one before is read.
+    prefetch_bytes: int = DEFAULT_MAX_BYTES
 
     def layout(self) -> Layout:
         return make_layout(self.task, self.features, self.label, self.sequence, self.classes)
@@ -155,6 +158,15 @@ def iter_examples(
     if epoch is not None:
         order = list(np.random.default_rng([plan.seed, epoch, rank]).permutation(order))
     keeping = resident is not None and resident.fits
+    # Only shards not kept yet are read: the next of those is fetched while one is consumed.
+    unread = [p for p in order if resident is None or resident.get(part, p, scaled) is None]
+    readers = iter_shards(
+        [(shard_uri(plan.uri, share.shards[p]), share.shards[p].size) for p in unread],
+        plan.format,
+        layout.columns,
+        plan.chunk_rows,
+        plan.prefetch_bytes,
+    )
     for position in order:
         shard = share.shards[position]
         if log is not None:
@@ -166,7 +178,7 @@ def iter_examples(
         runs: list[Examples] = []
         cursor = layout.cursor()
         count = share.counts[position]
-        for chunk in iter_chunks(shard_uri(plan.uri, shard), plan.format, layout.columns, plan.chunk_rows):
+        for chunk in next(readers):
             examples = cursor.feed(chunk)
             mask = share.keep(position, examples.index) & _part_mask(plan, layout, shard, count, examples.index, part)
             examples = examples.take(mask)
@@ -265,13 +277,20 @@ def survey(plan: DataPlan, log: ReadLog | None = None) -> Survey:
     inputs, targets = RunningMoments(), RunningMoments()
     labels: set[str] = set()
     rows_seen = 0
-    for shard in plan.shards:
+    readers = iter_shards(
+        [(shard_uri(plan.uri, s), s.size) for s in plan.shards],
+        plan.format,
+        columns,
+        plan.chunk_rows,
+        plan.prefetch_bytes,
+    )
+    for shard, chunks in zip(plan.shards, readers, strict=True):
         if log is not None:
             log.paths.add(shard.path)
         offset = 0
         # Series statistics come from the rows before the validation tail only.
         cutoff = int(shard.rows * (1.0 - plan.validation_split))
-        for chunk in iter_chunks(shard_uri(plan.uri, shard), plan.format, columns, plan.chunk_rows):
+        for chunk in chunks:
             n = len(chunk[columns[0]])
             index = np.arange(offset, offset + n, dtype=np.int64)
             offset += n

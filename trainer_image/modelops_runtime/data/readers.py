@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -33,17 +34,24 @@ def iter_chunks(uri: str, fmt: DataFormat, columns: list[str], chunk_rows: int) 
     """Chunks of about `chunk_rows` rows (parquet) or one read block (CSV), in file order."""
     fs, path = artifacts.filesystem(uri)
     with fs.open(path, "rb") as handle:
-        if fmt == DataFormat.PARQUET:
-            parquet = pq.ParquetFile(handle)
-            for batch in parquet.iter_batches(batch_size=chunk_rows, columns=columns):
-                yield _to_numpy(batch, columns)
-            return
-        # A CSV block of ~1 MiB bounds memory the way a row group does for parquet.
-        reader = pacsv.open_csv(
-            handle,
-            read_options=pacsv.ReadOptions(block_size=1 << 20),
-            convert_options=pacsv.ConvertOptions(include_columns=columns),
-        )
-        for batch in reader:
-            if batch.num_rows:
-                yield _to_numpy(batch, columns)
+        yield from chunks_of(handle, fmt, columns, chunk_rows)
+
+
+def chunks_of(source: Any, fmt: DataFormat, columns: list[str], chunk_rows: int) -> Iterator[Chunk]:
+    """`iter_chunks` over an open file, or a shard's bytes already in memory."""
+    if isinstance(source, bytes):
+        source = pa.BufferReader(source)
+    if fmt == DataFormat.PARQUET:
+        parquet = pq.ParquetFile(source)
+        for batch in parquet.iter_batches(batch_size=chunk_rows, columns=columns):
+            yield _to_numpy(batch, columns)
+        return
+    # A CSV block of ~1 MiB bounds memory the way a row group does for parquet.
+    reader = pacsv.open_csv(
+        source,
+        read_options=pacsv.ReadOptions(block_size=1 << 20),
+        convert_options=pacsv.ConvertOptions(include_columns=columns),
+    )
+    for batch in reader:
+        if batch.num_rows:
+            yield _to_numpy(batch, columns)

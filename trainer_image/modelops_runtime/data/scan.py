@@ -1,10 +1,14 @@
 """Listing a dataset for an IncrementalUpdate, hashing each shard once, and the scan command.
 
-`FingerprintCache` remembers a shard's fingerprint while its size and modification time
-(or ETag) stay the same, so a period's look at a large dataset costs one directory
-listing plus the hashing of new or rewritten shards. The operator keeps one in memory;
-the scan pod (`python -m modelops_runtime scan`), a new process each period, keeps it as a
-JSON file in the store beside the model's versions.
+`FingerprintCache` remembers a shard's fingerprint while its listing stamp stays the same:
+its size and, on an object store, its ETag (new at every write of other content), else its
+modification time. A period's look at a large dataset so costs one listing plus the
+reading of new or rewritten shards; an unchanged shard is not read at all, nor is the
+shard the columns come from. A version's snapshot records each shard's ETag, so even a
+cold cache trusts the shards the baseline version saw unchanged. The operator and
+`modelops run` keep one cache for the life of the process (local mode also on disk, in its
+state folder); the scan pod (`python -m modelops_runtime scan`), a new process each
+period, keeps it as a JSON file in the store beside the model's versions.
 
 The scan pod runs in the tenant's namespace with the tenant's store access, so the
 operator never reads a tenant's data with its own identity; it writes only the reduced
@@ -28,7 +32,8 @@ from modelops.lifecycle import datascan
 from modelops_runtime import artifacts
 from modelops_runtime.data import shards as shard_files
 from modelops_runtime.data.readers import read_columns
-from modelops_runtime.data.shards import SUFFIXES, shard_uri
+from modelops_runtime.data.shards import shard_uri
+from modelops_runtime.errors import NoData
 
 log = logging.getLogger(__name__)
 
@@ -37,32 +42,60 @@ Stamp = tuple[Any, str]
 
 
 def _stamp(entry: Mapping[str, Any]) -> Stamp | None:
-    """What says a file is unchanged without reading it: size and mtime (or ETag)."""
-    marker = entry.get("mtime") or entry.get("LastModified") or entry.get("ETag")
-    marker = marker or entry.get("etag") or entry.get("md5Hash") or entry.get("updated")
+    """What says a file is unchanged without reading it: size and ETag (or mtime)."""
+    marker: Any = shard_files.etag_of(entry) or entry.get("md5Hash")
+    marker = marker or entry.get("mtime") or entry.get("LastModified") or entry.get("updated")
     if marker is None:
         return None
     return (entry.get("size"), str(marker))
 
 
 class FingerprintCache:
-    """Fingerprints by (dataset, shard), valid while the shard's stamp is unchanged."""
+    """Fingerprints by (dataset, shard), valid while the shard's stamp is unchanged; with
+    the shard's columns once they were read."""
 
     def __init__(self) -> None:
-        self._known: dict[tuple[str, str], tuple[Stamp, ShardInfo]] = {}
+        self._known: dict[tuple[str, str], tuple[Stamp, ShardInfo, list[str] | None]] = {}
         self._lock = threading.Lock()
 
-    def get(self, uri: str, path: str, stamp: Stamp | None) -> ShardInfo | None:
+    def _entry(
+        self, uri: str, path: str, stamp: Stamp | None
+    ) -> tuple[Stamp, ShardInfo, list[str] | None] | None:
         if stamp is None:
             return None
         with self._lock:
             known = self._known.get((uri, path))
-        return known[1] if known is not None and known[0] == stamp else None
+        return known if known is not None and known[0] == stamp else None
+
+    def get(self, uri: str, path: str, stamp: Stamp | None) -> ShardInfo | None:
+        known = self._entry(uri, path, stamp)
+        return known[1] if known is not None else None
 
     def put(self, uri: str, path: str, stamp: Stamp | None, shard: ShardInfo) -> None:
         if stamp is not None:
             with self._lock:
-                self._known[(uri, path)] = (stamp, shard)
+                self._known[(uri, path)] = (stamp, shard, None)
+
+    def columns(self, uri: str, path: str, stamp: Stamp | None) -> list[str] | None:
+        known = self._entry(uri, path, stamp)
+        return list(known[2]) if known is not None and known[2] is not None else None
+
+    def put_columns(self, uri: str, path: str, stamp: Stamp | None, columns: list[str]) -> None:
+        """Remember a shard's columns, while it is the shard fingerprinted under `stamp`."""
+        known = self._entry(uri, path, stamp)
+        if known is not None:
+            with self._lock:
+                self._known[(uri, path)] = (known[0], known[1], list(columns))
+
+    def seed(self, uri: str, snapshot: SnapshotManifest) -> None:
+        """Trust a stored snapshot's shards that carry an ETag, unless already known."""
+        with self._lock:
+            for index, shard in enumerate(snapshot.shards):
+                if shard.etag:
+                    # The snapshot's columns were read from its first shard.
+                    columns = list(snapshot.columns) if index == 0 and snapshot.columns else None
+                    entry = ((shard.size, shard.etag), shard, columns)
+                    self._known.setdefault((uri, shard.path), entry)
 
     def keep_only(self, uri: str, paths: set[str]) -> None:
         """Forget deleted shards: the cache never outgrows the listing."""
@@ -72,34 +105,47 @@ class FingerprintCache:
 
     def to_json(self) -> list[dict[str, Any]]:
         with self._lock:
-            return [
-                {"uri": u, "path": p, "stamp": list(s), "shard": shard.model_dump(mode="json")}
-                for (u, p), (s, shard) in sorted(self._known.items())
-            ]
+            entries = []
+            for (u, p), (s, shard, columns) in sorted(self._known.items()):
+                entry = {
+                    "uri": u,
+                    "path": p,
+                    "stamp": list(s),
+                    "shard": shard.model_dump(mode="json"),
+                }
+                if columns is not None:
+                    entry["columns"] = columns
+                entries.append(entry)
+        return entries
 
     @classmethod
     def from_json(cls, entries: Any) -> FingerprintCache:
         cache = cls()
         for entry in entries if isinstance(entries, list) else []:
             try:
+                uri, path = str(entry["uri"]), str(entry["path"])
                 stamp = (entry["stamp"][0], str(entry["stamp"][1]))
-                shard = ShardInfo.model_validate(entry["shard"])
-                cache.put(str(entry["uri"]), str(entry["path"]), stamp, shard)
+                cache.put(uri, path, stamp, ShardInfo.model_validate(entry["shard"]))
+                if isinstance(entry.get("columns"), list):
+                    cache.put_columns(uri, path, stamp, [str(c) for c in entry["columns"]])
             except (KeyError, IndexError, TypeError, ValueError):
-                continue  # a damaged entry is hashed again, never trusted
+                continue  # a damaged entry is read again, never trusted
         return cache
 
 
 def listing(uri: str, fmt: DataFormat, cache: FingerprintCache) -> SnapshotManifest:
     """The dataset's shards, fingerprinted (cached ones reused), and its columns."""
-    fs, root = artifacts.filesystem(uri)
-    if not fs.isdir(root):
-        raise FileNotFoundError(f"dataset {uri} is not a folder")
-    stamps: dict[str, Stamp | None] = {}
-    for entry in fs.ls(root, detail=True):
-        name = str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
-        if entry.get("type") == "file" and name.endswith(SUFFIXES[fmt]):
-            stamps[name] = _stamp(entry)
+    return _listing(uri, fmt, cache)[0]
+
+
+def _listing(
+    uri: str, fmt: DataFormat, cache: FingerprintCache
+) -> tuple[SnapshotManifest, dict[str, Stamp | None]]:
+    try:
+        entries = shard_files.listed_shards(uri, fmt)
+    except NoData as error:  # reported as what it is: a missing folder
+        raise FileNotFoundError(str(error)) from None
+    stamps = {path: _stamp(entry) for path, entry in entries.items()}
     if not stamps:
         raise FileNotFoundError(f"dataset {uri} has no {fmt.value} shards")
     shards = []
@@ -108,10 +154,23 @@ def listing(uri: str, fmt: DataFormat, cache: FingerprintCache) -> SnapshotManif
         if shard is None:
             shard = shard_files.fingerprint(uri, path, fmt)
             cache.put(uri, path, stamps[path], shard)
-        shards.append(shard)
+        # The ETag as listed now: the snapshot records it even for a shard seeded without one.
+        shards.append(shard.model_copy(update={"etag": shard_files.etag_of(entries[path])}))
     cache.keep_only(uri, set(stamps))
-    columns = read_columns(shard_uri(uri, shards[0].path), fmt)
-    return SnapshotManifest(uri=uri, format=fmt.value, shards=shards, columns=columns)
+    columns = _columns(uri, fmt, cache, shards[0].path, stamps[shards[0].path])
+    manifest = SnapshotManifest(uri=uri, format=fmt.value, shards=shards, columns=columns)
+    return manifest, stamps
+
+
+def _columns(
+    uri: str, fmt: DataFormat, cache: FingerprintCache, path: str, stamp: Stamp | None
+) -> list[str]:
+    """A shard's columns, read once while it is unchanged."""
+    columns = cache.columns(uri, path, stamp)
+    if columns is None:
+        columns = read_columns(shard_uri(uri, path), fmt)
+        cache.put_columns(uri, path, stamp, columns)
+    return columns
 
 
 def stored_snapshot(store: str, model: str, version: int) -> SnapshotManifest | None:
@@ -127,19 +186,21 @@ def scan(
     cache: FingerprintCache,
 ) -> datascan.DataScan:
     """The dataset against the snapshot `baseline_version` was trained on."""
-    current = listing(uri, fmt, cache)
     baseline = (
         stored_snapshot(store, model, baseline_version) if baseline_version is not None else None
     )
+    if baseline is not None and baseline.uri == uri:
+        cache.seed(uri, baseline)
+    current, stamps = _listing(uri, fmt, cache)
     return datascan.scan(
-        current, baseline, uri, lambda path: read_columns(shard_uri(uri, path), fmt)
+        current, baseline, uri, lambda path: _columns(uri, fmt, cache, path, stamps.get(path))
     )
 
 
 # -- the command ---------------------------------------------------------------------------
 
 
-def _load_cache(uri: str | None) -> FingerprintCache:
+def load_cache(uri: str | None) -> FingerprintCache:
     if not uri:
         return FingerprintCache()
     try:
@@ -150,7 +211,7 @@ def _load_cache(uri: str | None) -> FingerprintCache:
         return FingerprintCache()
 
 
-def _save_cache(uri: str | None, cache: FingerprintCache) -> None:
+def save_cache(uri: str | None, cache: FingerprintCache) -> None:
     if not uri:
         return
     fs, path = artifacts.filesystem(uri)
@@ -191,9 +252,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
-    cache = _load_cache(args.cache)
+    cache = load_cache(args.cache)
     try:
         result = scan(
             args.data, DataFormat(args.format), args.store, args.model, args.baseline, cache
@@ -203,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         print(text, flush=True)
         _write_message(args.termination_log, text)
         return 1
-    _save_cache(args.cache, cache)
+    save_cache(args.cache, cache)
     text = datascan.encode(result)
     print(text, flush=True)
     _write_message(args.termination_log, text)

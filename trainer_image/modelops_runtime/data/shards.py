@@ -8,6 +8,8 @@ index every worker assignment is computed from.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
+from typing import Any
 
 import pyarrow.parquet as pq
 
@@ -31,15 +33,26 @@ def shard_uri(dataset_uri: str, shard: ShardInfo | str) -> str:
 
 def list_shards(dataset_uri: str, fmt: DataFormat) -> list[str]:
     """Relative paths of the shard files, sorted."""
+    return sorted(listed_shards(dataset_uri, fmt))
+
+
+def listed_shards(dataset_uri: str, fmt: DataFormat) -> dict[str, dict[str, Any]]:
+    """The shard files' listing entries (size, mtime or ETag) by relative path: one listing."""
     fs, root = artifacts.filesystem(dataset_uri)
     if not fs.isdir(root):
         raise NoData(f"dataset {dataset_uri} is not a folder")
-    names = []
+    found: dict[str, dict[str, Any]] = {}
     for entry in fs.ls(root, detail=True):
         name = str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
         if entry.get("type") == "file" and name.endswith(SUFFIXES[fmt]):
-            names.append(name)
-    return sorted(names)
+            found[name] = dict(entry)
+    return found
+
+
+def etag_of(entry: Mapping[str, Any]) -> str | None:
+    """An object store's ETag from a listing entry, unquoted; None for a plain file."""
+    tag = entry.get("ETag") or entry.get("etag")
+    return str(tag).strip('"') if tag else None
 
 
 def _count_csv_rows(newlines: int, last_byte: bytes) -> int:
@@ -49,7 +62,9 @@ def _count_csv_rows(newlines: int, last_byte: bytes) -> int:
     return max(lines - 1, 0)
 
 
-def fingerprint(dataset_uri: str, path: str, fmt: DataFormat, content_hash: bool = True) -> ShardInfo:
+def fingerprint(
+    dataset_uri: str, path: str, fmt: DataFormat, content_hash: bool = True
+) -> ShardInfo:
     """Size, content hash and row count of one shard, reading it once in bounded chunks.
 
     Without `content_hash` a parquet shard is described from its footer alone (sha256
@@ -77,15 +92,24 @@ def fingerprint(dataset_uri: str, path: str, fmt: DataFormat, content_hash: bool
             rows = pq.ParquetFile(handle).metadata.num_rows
     else:
         rows = _count_csv_rows(newlines, last)
-    return ShardInfo(path=path, size=size, sha256=digest.hexdigest() if content_hash else "", rows=rows)
+    return ShardInfo(
+        path=path, size=size, sha256=digest.hexdigest() if content_hash else "", rows=rows
+    )
 
 
 def snapshot(dataset_uri: str, fmt: DataFormat, content_hash: bool = True) -> SnapshotManifest:
     """The manifest of the dataset as it is now: every shard with its fingerprint."""
-    paths = list_shards(dataset_uri, fmt)
+    entries = listed_shards(dataset_uri, fmt)
+    paths = sorted(entries)
     if not paths:
         raise NoData(f"dataset {dataset_uri} has no {fmt.value} shards")
-    shards = [fingerprint(dataset_uri, path, fmt, content_hash) for path in paths]
+    # The ETag as listed lets a later scan trust a shard it lists unchanged without reading it.
+    shards = [
+        fingerprint(dataset_uri, path, fmt, content_hash).model_copy(
+            update={"etag": etag_of(entries[path])}
+        )
+        for path in paths
+    ]
     columns = read_columns(shard_uri(dataset_uri, paths[0]), fmt)
     return SnapshotManifest(uri=dataset_uri, format=fmt.value, shards=shards, columns=columns)
 

@@ -69,6 +69,10 @@ class Conflict(ServeError):
     status = 409
 
 
+class VersionUnloadable(Conflict):
+    """A stored version whose model file cannot be loaded; what is served stays as it is."""
+
+
 class PayloadTooLarge(ServeError):
     status = 413
 

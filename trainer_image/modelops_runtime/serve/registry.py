@@ -20,10 +20,17 @@ import numpy as np
 from modelops.api.artifact import ModelCard
 from modelops.api.training import EnsembleMethod
 from modelops_runtime import artifacts
+from modelops_runtime.errors import ModelFileError
 from modelops_runtime.predictor import Predictor, compose, load_predictor
 from modelops_runtime.serve.batching import Batcher
 from modelops_runtime.serve.compiled import traced
-from modelops_runtime.serve.errors import Conflict, InvalidInput, NotFound, VersionNotFound
+from modelops_runtime.serve.errors import (
+    Conflict,
+    InvalidInput,
+    NotFound,
+    VersionNotFound,
+    VersionUnloadable,
+)
 from modelops_runtime.serve.metrics import ServeMetrics
 from modelops_runtime.serve.protocol import Outputs
 
@@ -88,7 +95,12 @@ def load_spec(store_uri: str, model: str, spec: VersionSpec) -> Predictor:
         fs, path = artifacts.filesystem(artifacts.join(folder, artifacts.CARD))
         if not fs.exists(path):
             raise NotFound(f"version {version} of model '{model}' is not in {store_uri}")
-        predictors.append(load_predictor(folder))
+        try:
+            predictors.append(load_predictor(folder))
+        except ModelFileError as error:
+            raise VersionUnloadable(
+                f"version {version} of model '{model}' cannot be loaded: {error}"
+            ) from None
     if spec.method is None:
         return predictors[0]
     weights = list(spec.weights) or [1.0] * len(predictors)

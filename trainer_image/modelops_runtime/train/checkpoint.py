@@ -6,7 +6,8 @@ job, its spec and its data, see `modelops.lifecycle.lineage`: only the same run 
 - `epoch-<N>/optimizer.safetensors`: optimizer tensors (`state.<param>.<name>`);
 - `epoch-<N>/state.json`: optimizer scalars and groups, loop state, written last, so an
   epoch folder without it is an unfinished write and is ignored;
-- `attempts/<n>/`: one folder per start of the training function, made atomically;
+- `attempts/<n>`: one folder (an empty object on an object store) per start of the
+  training function, made atomically;
 - `run.json`: the run's pin (see `modelops_runtime.train.runs`).
 Checkpoints of stores written before runs were scoped sit directly under `<job-id>/`;
 no run resumes them.
@@ -18,8 +19,9 @@ import re
 from typing import Any
 
 import torch
+from fsspec.implementations.local import LocalFileSystem
 
-from modelops_runtime import artifacts
+from modelops_runtime import artifacts, publish
 
 MODEL = "model.safetensors"
 OPTIMIZER = "optimizer.safetensors"
@@ -49,15 +51,24 @@ def _children(uri: str, pattern: re.Pattern[str]) -> list[int]:
 
 
 def next_attempt(root: str) -> int:
-    """Claim the next attempt number (0 first) by creating its folder."""
+    """Claim the next attempt number (0 first): by creating its folder on a file system;
+    on an object store, where folders do not exist, by a create-only put (If-None-Match)
+    of an empty object of that name."""
     fs, path = artifacts.filesystem(artifacts.join(root, "attempts"))
-    fs.makedirs(path, exist_ok=True)
+    local = isinstance(fs, LocalFileSystem)
+    if local:
+        fs.makedirs(path, exist_ok=True)
     candidate = max(_children(artifacts.join(root, "attempts"), _ATTEMPT), default=-1) + 1
     while True:
         try:
-            fs.mkdir(f"{path}/{candidate}", create_parents=False)
+            if local:
+                fs.mkdir(f"{path}/{candidate}", create_parents=False)
+            else:
+                fs.pipe_file(f"{path}/{candidate}", b"", mode="create")
             return candidate
-        except FileExistsError:
+        except OSError as error:
+            if not publish.refused_as_existing(error):
+                raise
             candidate += 1
 
 

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from modelops.api.artifact import SnapshotManifest
+from modelops.api.search import reported_metrics
 from modelops.api.training import (
     Mode,
     ModelVersionRef,
@@ -34,7 +35,7 @@ from modelops_runtime.data.pipeline import DataPlan, Part, ReadLog, Scaling, sur
 from modelops_runtime.errors import MissingColumns
 from modelops_runtime.evaluate import TRAINING_RECORD
 from modelops_runtime.evaluate import data_plan as evaluation_plan
-from modelops_runtime.train import checkpoint, progress, runs, versions, warmstart
+from modelops_runtime.train import checkpoint, pareto, progress, runs, versions, warmstart
 from modelops_runtime.train.loop import EpochEnd, LoopConfig, run_in_process
 from modelops_runtime.train.losses import check_loss, default_loss, output_width
 from modelops_runtime.train.resources import threads_per_worker
@@ -91,9 +92,7 @@ def _check(spec: TrainingJobSpec) -> None:
     check_loss(spec.training.loss or default_loss(task), task)
     if spec.data.sequence is not None and task == Task.CLASSIFICATION:
         raise ValueError("data.sequence windows forecast values; use task forecasting or regression")
-    known = {"train_loss", "val_loss"} | (
-        {"val_accuracy"} if task == Task.CLASSIFICATION else {"val_mse", "val_mae"}
-    )
+    known = set(reported_metrics(task))
     for where, metric in (
         ("training.earlyStopping.metric", spec.training.early_stopping and spec.training.early_stopping.metric),
         ("search.metric", spec.search and spec.search.metric),
@@ -274,16 +273,19 @@ def _stage(prepared: Prepared, folder: str, number: int, on_epoch_end: Callable[
 
     from modelops_runtime.train import search
 
-    outcomes = search.run(
+    found = search.run(
         spec,
         prepared.job_id,
         prepared.root,
         lambda trial_spec, root, _: _loop_config(prepared, trial_spec, root, on_epoch_end),
         progress_file,
     )
-    trials = [outcome.record() for outcome in outcomes]
+    trials = found.records()
+    outcomes = found.ranked
     best = outcomes[0]
-    search_info = {"search": {"metric": spec.search.metric, "mode": spec.search.mode.value, "best": best.id, "trials": trials}}
+    goal = spec.search.goals()[0]
+    search_info = {"search": {"metric": goal.metric, "mode": goal.mode.value, "best": best.id, "trials": trials,
+                              "objectives": [g.to_dict() for g in spec.search.goals()]}}
     artifacts.write_json(artifacts.join(folder, "trials.json"), trials)
     top = outcomes[: spec.search.ensemble_top_k] if spec.search.ensemble_top_k >= 2 else []
     if not top:
@@ -303,7 +305,7 @@ def _stage(prepared: Prepared, folder: str, number: int, on_epoch_end: Callable[
         record = _record(prepared, number, state, _shards_read(prepared, [state]), source=outcome.id)
         _, member = versions.save_single(member_folder, member_card, tensors, prepared.shape, evaluation, None, record)
         members.append(member)
-    weights = [_ensemble_weight(o.metrics.get(spec.search.metric), spec.search.mode) for o in top]
+    weights = [_ensemble_weight(o.metrics.get(goal.metric), goal.mode) for o in top]
     ensemble = versions.ensemble_card(spec.search.ensemble_method, [o.id for o in top], weights)
     card = versions.make_card(name, number, prepared.shape, None, parent, ensemble)
     read = _shards_read(prepared, states)
@@ -382,6 +384,11 @@ def run(
     metrics, snapshot = artifacts.load_metrics(folder), artifacts.load_snapshot(folder)
     epochs = len(record["epochs"])
     final = progress.document(job_id, epochs, epochs, metrics, phase="finished", trials=trials or None)
+    if trials:
+        # The search's counts and its pick, as the progress document had them during the search.
+        chosen = next(t for t in trials if t["id"] == record["search"]["best"])
+        final["trialCounts"] = {s: sum(t["state"] == s for t in trials) for s in pareto.STATES}
+        final["best"] = {"trial": chosen["id"], "metrics": chosen["metrics"]}
     last_epoch = checkpoint.latest_epoch(prepared.root)
     if last_epoch is not None:
         final["checkpoint"] = checkpoint.epoch_uri(prepared.root, last_epoch)

@@ -83,6 +83,8 @@ class LoopConfig:
     use_gpu: bool = False
     on_epoch_end: Callable[[EpochEnd], None] | None = None
     extra_report: dict[str, Any] = field(default_factory=dict)
+    # Search trials: Tune's schedulers count epochs, so every epoch is reported.
+    report_every_epoch: bool = False
 
 
 def _fresh_state() -> dict[str, Any]:
@@ -222,7 +224,7 @@ def run(cfg: LoopConfig, comm: Comm, report: Report) -> dict[str, Any]:
             cpu_seconds = time.thread_time() - cpu_tick
             # Rank 0's clock decides when to report, for all ranks at once: on Ray Train every
             # rank must make the same report calls. It rides on the sum the epoch needs anyway.
-            due = comm.rank == 0 and time.monotonic() - last_report >= REPORT_SECONDS
+            due = comm.rank == 0 and (cfg.report_every_epoch or time.monotonic() - last_report >= REPORT_SECONDS)
             train_loss, all_samples, reporting = comm.sum([float(loss_sum), float(samples), float(due)])
             validate_tick = time.perf_counter()
             metrics = {"train_loss": train_loss / max(all_samples, 1.0), **_validate(cfg, network, comm, loss_fn, log, resident)}

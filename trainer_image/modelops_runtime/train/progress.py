@@ -3,7 +3,20 @@
 The document has the fields of the API's `Progress` (camelCase: epoch, totalEpochs,
 percent, metrics, samplesPerSecond, updatedAt) plus `attempt`, `jobId`, `phase`
 (training, search, finished), `checkpoint` (the epoch's checkpoint folder) and, during
-a search, `trials`. One process writes it
+a search (written by the Tune driver's callback, `search_progress`):
+
+- `trials`: one entry per started trial, `{id, params, epoch, metrics, state, pareto}`:
+  `params` maps each search path to its value as JSON text, `epoch` is the last epoch
+  reported, `metrics` that epoch's metrics (and `params`, the parameter count), `state`
+  one of running, stoppedEarly (by the search's scheduler or the loop's own early
+  stopping), finished, failed, and `pareto` whether the trial is on the Pareto front of
+  the finished trials (with one objective: whether it is the best).
+- `trialCounts`: `{running, stoppedEarly, finished, failed}`.
+- `best`: `{trial, metrics}`, the trial the selection rule ranks first so far (among
+  finished trials once there are any), with its metrics; absent before any report.
+
+`epoch` and `totalEpochs` then count trial-epochs over the whole search. One process
+writes it
 (the Ray Train controller, the Tune driver, or the loop itself when run in-process);
 the CLI's printer thread echoes each change to stdout as a `MODELOPS_PROGRESS <json>`
 line for log scrapers, or draws a rich progress bar when stdout is a terminal.
@@ -35,6 +48,7 @@ def document(
     attempt: int = 0,
     phase: str = "training",
     trials: list[dict[str, Any]] | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The progress document; the `Progress` model validates the shared fields."""
     percent = int(100 * epoch / total_epochs) if total_epochs else 0
@@ -49,6 +63,7 @@ def document(
     out: dict[str, Any] = {**shared, "attempt": attempt, "jobId": job_id, "phase": phase}
     if trials is not None:
         out["trials"] = trials
+    out.update(extra or {})
     return out
 
 

@@ -14,6 +14,7 @@ from modelops.api.artifact import (
     ModelCard,
     SnapshotManifest,
     TensorSpec,
+    WeightsFormat,
 )
 from modelops.api.training import (
     Architecture,
@@ -28,7 +29,7 @@ from modelops_runtime.data import shards as shard_files
 from modelops_runtime.data.pipeline import DataPlan, Part
 from modelops_runtime.evaluate import TRAINING_RECORD, evaluate_predictor
 from modelops_runtime.models import build_model
-from modelops_runtime.predictor import Predictor, SingleModel, split_weights
+from modelops_runtime.predictor import Predictor, Scorer, SingleModel, split_weights
 
 
 @dataclass(frozen=True)
@@ -122,10 +123,24 @@ def save_single(
     snapshot: SnapshotManifest | None,
     record: dict[str, Any],
 ) -> tuple[dict[str, float], SingleModel]:
-    """Weights first, then evaluation of exactly those weights, then the card."""
+    """Weights first, then evaluation of exactly what is served, then the card.
+
+    A custom network is also exported as `model.onnx` (the card says `weights_format:
+    onnx`), and the evaluation runs that graph; the safetensors state dict stays beside it
+    for warm starts, which rebuild the network with the user's factory.
+    """
     artifacts.save_weights(artifacts.join(folder, artifacts.WEIGHTS), tensors)
+    if card.spec is not None and card.spec.architecture == Architecture.CUSTOM:
+        card = card.model_copy(update={"weights_format": WeightsFormat.ONNX})
     member = single_model(card, tensors, shape)
-    metrics = evaluate_predictor(Predictor(card, [member], [1.0], EnsembleMethod.MEAN), *evaluation)
+    served: SingleModel | Scorer = member
+    if card.weights_format == WeightsFormat.ONNX:
+        from modelops_runtime import onnx_export
+        from modelops_runtime.onnx_predictor import load_onnx
+
+        onnx_export.save(folder, member)
+        served = load_onnx(folder, card)
+    metrics = evaluate_predictor(Predictor(card, [served], [1.0], EnsembleMethod.MEAN), *evaluation)
     artifacts.write_json(artifacts.join(folder, TRAINING_RECORD), record)
     artifacts.save_version(folder, card, None, metrics, snapshot)
     return metrics, member

@@ -55,3 +55,4 @@ class TrainingController:
 
         await self.loops.call(work, "delete")
         self.reconciler.forget(uid)
+        self.reconciler.metrics.observe_trials(namespace, name, None)

@@ -34,7 +34,7 @@ WAIT_FOR_HEAD = 'until ray health-check --address "$RAY_ADDRESS" >/dev/null 2>&1
 
 
 def _uses_local_store(spec: TrainingJobSpec) -> bool:
-    uris = [spec.output.store_uri, spec.data.uri, spec.data.holdout_uri]
+    uris = [spec.output.store_uri, spec.data.uri, spec.data.holdout_uri, spec.model.source]
     return any(uri and uri.startswith("file://") for uri in uris)
 
 

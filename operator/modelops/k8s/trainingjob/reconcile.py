@@ -37,6 +37,7 @@ RESOURCE = names.PLURAL
 # How long a pod we created may be missing from the pod index before we create it again.
 POD_GRACE = 30.0
 
+
 @dataclass(frozen=True)
 class TrainingSettings:
     """How the controller behaves, beyond what each job's spec says."""
@@ -134,6 +135,8 @@ class Reconciler:
             )
         )
         self._write_status(path, job, raw_status, decision.status)
+        search = decision.status.search
+        self.metrics.observe_trials(namespace, name, search.trial_counts if search else None)
         ctx = builders.JobContext(
             name, namespace, uid, spec, version, decision.attempt, self.settings.cluster
         )

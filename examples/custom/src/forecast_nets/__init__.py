@@ -1,0 +1,1 @@
+"""Custom networks for the forecasting examples, built by ModelOps through their factories."""
