@@ -280,7 +280,7 @@ def main(argv: list[str]) -> int:
     finally:
         ray.shutdown()
         shutil.rmtree(work, ignore_errors=True)
-    # One validation row of the smaller dataset: digits' 1437 training rows x 0.2.
+    # One validation row of the smaller dataset: digits has 1438 training rows, 20% validation.
     tolerance = args.tolerance if args.tolerance is not None else 1 / 287
     summary = summarise(runs, tolerance)
     print_table(summary)
