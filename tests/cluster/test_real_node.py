@@ -601,18 +601,7 @@ def test_a_job_and_a_deployment_use_s3_with_the_tenants_secret(platform: Platfor
         )
         platform.apply(job, platform.tenant)
 
-        def finished() -> dict[str, Any] | None:
-            status = (
-                platform.get("trainingjob", "digits-s3", "-n", platform.tenant).get("status") or {}
-            )
-            if status.get("phase") == "Failed":
-                raise AssertionError(f"the job failed: {status}")
-            return status if status.get("phase") == "Succeeded" else None
-
-        try:
-            status = poll("TrainingJob digits-s3 Succeeded", finished, timeout=900)
-        except AssertionError as exc:
-            raise AssertionError(f"{exc}\n{server.log()}\n{platform.diagnostics()}") from exc
+        status = _wait_succeeded(platform, "digits-s3", extra=server.log)
         assert (status["modelVersion"].get("metrics") or {}).get("accuracy", 0) > 0.8, status
         # The version is in the bucket, under the namespace's own prefix, whole.
         prefix = f"models/{platform.tenant}/digits-s3/v1/"
@@ -693,16 +682,7 @@ def test_a_custom_network_from_a_source_archive_trains_on_ray_pods_and_is_stored
     platform.apply(job, platform.tenant)
     name = job["metadata"]["name"]
 
-    def finished() -> dict[str, Any] | None:
-        status = platform.get("trainingjob", name, "-n", platform.tenant).get("status") or {}
-        if status.get("phase") == "Failed":
-            raise AssertionError(f"the job failed: {status}")
-        return status if status.get("phase") == "Succeeded" else None
-
-    try:
-        poll(f"TrainingJob {name} Succeeded", finished, timeout=900)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{platform.diagnostics()}") from exc
+    _wait_succeeded(platform, name)
     stored = platform.store / "models" / platform.tenant / "series-cnn" / "v1"
     files = {p.name for p in stored.iterdir()}
     assert "model.onnx" in files and "model.safetensors" not in files, files
@@ -736,16 +716,7 @@ def test_a_search_job_runs_tpe_with_early_stopping_on_ray_pods(platform: Platfor
     platform.apply(job, platform.tenant)
     name = job["metadata"]["name"]
 
-    def finished() -> dict[str, Any] | None:
-        status = platform.get("trainingjob", name, "-n", platform.tenant).get("status") or {}
-        if status.get("phase") == "Failed":
-            raise AssertionError(f"the job failed: {status}")
-        return status if status.get("phase") == "Succeeded" else None
-
-    try:
-        status = poll(f"TrainingJob {name} Succeeded", finished, timeout=1200)
-    except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{platform.diagnostics()}") from exc
+    status = _wait_succeeded(platform, name, timeout=1200)
     search = status["search"]
     counts = search["trialCounts"]
     assert counts.get("finished", 0) + counts.get("stoppedEarly", 0) == 4, search
@@ -922,6 +893,17 @@ def _train_version(
     )
     platform.apply(job, platform.tenant)
 
+    _wait_succeeded(platform, name)
+
+
+def _wait_succeeded(
+    platform: Platform,
+    name: str,
+    timeout: float = 900,
+    extra: Callable[[], str] = lambda: "",
+) -> dict[str, Any]:
+    """The TrainingJob's status once Succeeded; fails at once if it fails."""
+
     def finished() -> dict[str, Any] | None:
         status = platform.get("trainingjob", name, "-n", platform.tenant).get("status") or {}
         if status.get("phase") == "Failed":
@@ -929,9 +911,9 @@ def _train_version(
         return status if status.get("phase") == "Succeeded" else None
 
     try:
-        poll(f"TrainingJob {name} Succeeded", finished, timeout=900)
+        return poll(f"TrainingJob {name} Succeeded", finished, timeout=timeout)
     except AssertionError as exc:
-        raise AssertionError(f"{exc}\n{platform.diagnostics()}") from exc
+        raise AssertionError(f"{exc}\n{extra()}\n{platform.diagnostics()}") from exc
 
 
 def _wait_deployment(
