@@ -208,9 +208,12 @@ def _example_trainingjob() -> dict[str, Any]:
     of a built-in architecture, which the tests below vary."""
     for path in sorted((REPO_ROOT / "examples").glob("*/*.yaml")):
         for doc in yaml.safe_load_all(path.read_text()):
-            if doc and doc.get("kind") == "TrainingJob":
-                if doc["spec"]["model"]["architecture"] != "custom":
-                    return dict(doc)
+            if (
+                doc
+                and doc.get("kind") == "TrainingJob"
+                and doc["spec"]["model"]["architecture"] != "custom"
+            ):
+                return dict(doc)
     pytest.fail("examples/ has no TrainingJob manifest to start from")
 
 
