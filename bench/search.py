@@ -87,7 +87,7 @@ def write_dataset(name: str, folder: Path) -> None:
         raise SystemExit(f"--datasets: unknown dataset {name!r} (digits, blobs)")
 
 
-def search_fields(adaptive: bool, grace: int, reduction: int) -> dict[str, Any]:
+def search_fields(adaptive: bool, grace: int, reduction: float) -> dict[str, Any]:
     """The spec.search fields that pick the arm."""
     if not adaptive:
         return {"algorithm": "random", "earlyStopping": {"type": "none"}}
@@ -247,7 +247,7 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--max-concurrent", type=int, default=2)
     parser.add_argument("--grace", type=int, default=1, help="ASHA grace period (epochs)")
-    parser.add_argument("--reduction", type=int, default=3, help="ASHA reduction factor")
+    parser.add_argument("--reduction", type=float, default=3.0, help="ASHA reduction factor")
     parser.add_argument(
         "--tolerance",
         type=float,
