@@ -45,7 +45,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.training import BATCH, CLASSES, FEATURES, HIDDEN, LR, make_shards, spec  # noqa: E402
+from bench.training import BATCH, CLASSES, FEATURES, HIDDEN, LR, make_shards, peer_mlp, spec  # noqa: E402
 from tests.s3_server import S3Server, free_ports  # noqa: E402
 
 BUCKET = "bench"
@@ -105,12 +105,7 @@ def train_child(uri: str, epochs: int, metrics_url: str | None) -> None:
     plan = _plan(uri)
     found = survey(plan)
     plan = dataclasses.replace(plan, scaling=found.scaling, classes=found.classes)
-    layers: list[nn.Module] = []
-    width = FEATURES
-    for hidden in HIDDEN:
-        layers += [nn.Linear(width, hidden), nn.ReLU()]
-        width = hidden
-    model = nn.Sequential(*layers, nn.Linear(width, CLASSES))
+    model = peer_mlp(FEATURES, HIDDEN, CLASSES)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     out = []
     for epoch in range(1, epochs + 1):

@@ -90,6 +90,18 @@ def spec(data: Path, store: Path, epochs: int, workers: int) -> dict[str, Any]:
     }
 
 
+def peer_mlp(inputs: int, hidden: list[int], outputs: int) -> Any:
+    """The plain-torch peer's network: Linear+ReLU per hidden width, then the output layer."""
+    from torch import nn
+
+    layers: list[nn.Module] = []
+    width = inputs
+    for size in hidden:
+        layers += [nn.Linear(width, size), nn.ReLU()]
+        width = size
+    return nn.Sequential(*layers, nn.Linear(width, outputs))
+
+
 def plain_loop(data: Path, epochs: int) -> dict[str, float]:
     """The peer: everything in memory, no checkpoints, no streaming."""
     import pandas as pd
@@ -103,12 +115,7 @@ def plain_loop(data: Path, epochs: int) -> dict[str, float]:
     x = torch.tensor(frame[[f"f{j}" for j in range(FEATURES)]].to_numpy(np.float32))
     y = torch.tensor(frame["target"].to_numpy())
     x = (x - x.mean(0)) / x.std(0)
-    layers: list[nn.Module] = []
-    width = FEATURES
-    for hidden in HIDDEN:
-        layers += [nn.Linear(width, hidden), nn.ReLU()]
-        width = hidden
-    model = nn.Sequential(*layers, nn.Linear(width, CLASSES))
+    model = peer_mlp(FEATURES, HIDDEN, CLASSES)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     first_step = None
     rates, cpu_rates = [], []
@@ -255,12 +262,7 @@ def plain_child(data: str, epochs: int, batch: int, hidden: str, out: str) -> No
     train, val = order[:cut], order[cut:]
     mean, std = x[train].mean(0), x[train].std(0)
     x = (x - mean) / std
-    layers: list[nn.Module] = []
-    width = len(features)
-    for size in (int(h) for h in hidden.split(",")):
-        layers += [nn.Linear(width, size), nn.ReLU()]
-        width = size
-    model = nn.Sequential(*layers, nn.Linear(width, int(y.max()) + 1))
+    model = peer_mlp(len(features), [int(h) for h in hidden.split(",")], int(y.max()) + 1)
     optimizer = torch.optim.Adam(model.parameters(), lr=LR)
     for _ in range(epochs):
         model.train()
