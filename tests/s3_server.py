@@ -114,6 +114,11 @@ class S3Server:
             "-s3.port.lance=0",
         ]
 
+    def shell_addresses(self) -> tuple[str, str]:
+        """`weed shell`'s -master and -filer: each host:port.grpcPort."""
+        _, _, master, master_grpc, filer, filer_grpc, *_ = self._ports
+        return f"{self.ip}:{master}.{master_grpc}", f"{self.ip}:{filer}.{filer_grpc}"
+
     def env(self) -> dict[str, str]:
         """What a pod's Secret and config would give the runtime."""
         return {

@@ -105,10 +105,7 @@ def test_the_retry_mode_and_attempts_are_checked(monkeypatch: pytest.MonkeyPatch
 
 def breaker(server: Any, command: str) -> None:
     """Apply a `s3.circuitBreaker` command through `weed shell`, as an operator would."""
-    master, filer = (
-        f"127.0.0.1:{server._ports[2]}.{server._ports[3]}",
-        f"127.0.0.1:{server._ports[4]}.{server._ports[5]}",
-    )
+    master, filer = server.shell_addresses()
     shell = [str(server.weed), "shell", f"-master={master}", f"-filer={filer}"]
     done = subprocess.run(
         shell,
