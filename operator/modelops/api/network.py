@@ -77,6 +77,16 @@ ParamNumber = Annotated[
 OptionText = Annotated[str, Field(max_length=MAX_OPTION_TEXT)]
 
 
+def _custom_only(field: str) -> CelRule:
+    """`field` (the same name in the manifest and the model) is set for custom only."""
+    return CelRule(
+        rule=f"self.architecture == 'custom' || !has(self.{field})",
+        message=f"{field} applies to architecture custom only",
+        check=lambda m: m.architecture == Architecture.CUSTOM or getattr(m, field) is None,
+        field=field,
+    )
+
+
 class ModelSpec(ApiModel):
     """The network to train and the task it solves."""
 
@@ -93,24 +103,9 @@ class ModelSpec(ApiModel):
             check=lambda m: m.architecture != Architecture.CUSTOM or m.factory is not None,
             field="factory",
         ),
-        CelRule(
-            rule="self.architecture == 'custom' || !has(self.factory)",
-            message="factory applies to architecture custom only",
-            check=lambda m: m.architecture == Architecture.CUSTOM or m.factory is None,
-            field="factory",
-        ),
-        CelRule(
-            rule="self.architecture == 'custom' || !has(self.params)",
-            message="params applies to architecture custom only",
-            check=lambda m: m.architecture == Architecture.CUSTOM or m.params is None,
-            field="params",
-        ),
-        CelRule(
-            rule="self.architecture == 'custom' || !has(self.options)",
-            message="options applies to architecture custom only",
-            check=lambda m: m.architecture == Architecture.CUSTOM or m.options is None,
-            field="options",
-        ),
+        _custom_only("factory"),
+        _custom_only("params"),
+        _custom_only("options"),
         CelRule(
             rule="!has(self.params) || !has(self.options) || "
             "!self.params.exists(k, k in self.options)",
@@ -118,12 +113,7 @@ class ModelSpec(ApiModel):
             check=lambda m: not set(m.params or {}) & set(m.options or {}),
             field="options",
         ),
-        CelRule(
-            rule="self.architecture == 'custom' || !has(self.source)",
-            message="source applies to architecture custom only",
-            check=lambda m: m.architecture == Architecture.CUSTOM or m.source is None,
-            field="source",
-        ),
+        _custom_only("source"),
     )
 
     architecture: Architecture = Field(
