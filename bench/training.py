@@ -28,7 +28,9 @@ with one torch thread:
   - medium: 200 k synthetic rows x 30 features, 10 classes, MLP 128-64, batch 64
     (about 30 s of plain torch on a quiet 2-core machine); the goal is <= 1.2x on Ray.
 Variants: `train` (in-process: one worker, no search), `train --ray` (Ray Train,
-1 worker, a Ray started by the command) and, for the small job, 2 Ray workers. Reported:
+1 worker, a Ray started by the command), for the small job 2 Ray workers, and "joined":
+`train --ray-address` on a fresh Ray head that is already serving, as in a TrainingJob's
+head pod and in `modelops run` (timed from the head being ready). Reported:
 wall seconds and the ratio to the plain script, spawn to first epoch, per-epoch overhead
 (the time between epoch starts less the epoch's training and validation; goal <= 20 ms)
 and the time from the last epoch's start to the process's exit.
@@ -288,12 +290,14 @@ def _overheads(history: list[dict[str, Any]]) -> list[float]:
     ]
 
 
-def e2e_variant(name: str, job: dict[str, Any], work: Path, argv_extra: list[str], workers: int) -> dict[str, Any]:
+def e2e_variant(
+    name: str, job: dict[str, Any], work: Path, argv_extra: list[str], workers: int, env_extra: dict[str, str] | None = None
+) -> dict[str, Any]:
     folder = work / f"run-{name}"
     folder.mkdir()
     manifest = folder / "job.yaml"
     manifest.write_text(json.dumps(e2e_manifest(job, folder / "store", workers)))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    env = {**(env_extra or os.environ), "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     spawned = time.time()
     out = subprocess.run(
         [sys.executable, "-m", "modelops_runtime", "train", "--spec", str(manifest), "--job-id", name, *argv_extra],
@@ -330,29 +334,142 @@ def e2e_plain(job: dict[str, Any], work: Path, tag: str) -> dict[str, Any]:
     return {"wall_s": time.time() - spawned}
 
 
+class RayHeadProcess:
+    """A Ray head as the operator's head pod and `modelops run` start one, for the joined variants."""
+
+    def __init__(self) -> None:
+        import secrets
+        import socket
+
+        from modelops_runtime.train.distributed import TRAIN_ENV
+
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        # Ray's socket paths must fit 107 bytes: a short folder of its own.
+        self.temp_dir = tempfile.mkdtemp(prefix="mo-ray-", dir="/tmp")
+        self.env = {**os.environ, **TRAIN_ENV, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address=127.0.0.1",
+             f"--port={self.port}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
+             "--disable-usage-stats", f"--temp-dir={self.temp_dir}"],
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        started = time.time()
+        while time.time() - started < 120:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the Ray head exited with {self.process.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.2)
+        # The head's GCS accepts connections before its raylet has registered; a job that
+        # joins now waits for it, so readiness is a client that has joined once.
+        subprocess.run(
+            [sys.executable, "-c", f"import ray; ray.init(address='127.0.0.1:{self.port}'); ray.shutdown()"],
+            env=self.env, check=True, capture_output=True, timeout=120,
+        )
+
+    def argv(self) -> list[str]:
+        return ["--ray-address", f"127.0.0.1:{self.port}"]
+
+    def stop(self) -> None:
+        import signal
+
+        # The whole session: `ray start --block` leaves its GCS and raylet to a signal handler
+        # that can take a minute.
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        subprocess.run(["pkill", "-9", "-f", self.temp_dir], check=False)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+# Ray Train's own floor, in a process that imports nothing else: join the head and run a
+# TorchTrainer whose workers do nothing. The driver sets the runtime's Ray Train settings.
+NOOP_FIT = """
+import sys, tempfile
+from modelops_runtime.train.distributed import tune_environment
+tune_environment()
+import ray
+from ray.train import RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+ray.init(address=sys.argv[1], include_dashboard=False, logging_level="WARNING")
+TorchTrainer(lambda: None, scaling_config=ScalingConfig(num_workers=int(sys.argv[2])),
+             run_config=RunConfig(storage_path=tempfile.mkdtemp(prefix="modelops-bench-noop-"))).fit()
+"""
+
+
+def e2e_noop_fit(workers: int) -> dict[str, Any]:
+    """Spawn to return of a no-op fit() on a fresh head: what Ray Train costs before any work."""
+    head = RayHeadProcess()
+    try:
+        spawned = time.time()
+        subprocess.run(
+            [sys.executable, "-c", NOOP_FIT, f"127.0.0.1:{head.port}", str(workers)],
+            env=head.env, capture_output=True, text=True, check=True,
+        )
+        return {"wall_s": time.time() - spawned}
+    finally:
+        head.stop()
+
+
+# (variant, extra argv, workers, joins a running head)
+E2E_VARIANTS: dict[str, list[tuple[str, list[str], int, bool]]] = {
+    "small": [
+        ("in_process", [], 1, False), ("ray_1_worker", ["--ray"], 1, False), ("ray_2_workers", [], 2, False),
+        ("joined_1_worker", [], 1, True), ("joined_2_workers", [], 2, True),
+    ],
+    "medium": [
+        ("in_process", [], 1, False), ("ray_1_worker", ["--ray"], 1, False),
+        ("joined_1_worker", [], 1, True), ("joined_2_workers", [], 2, True),
+    ],
+}  # fmt: skip
+
+
 def e2e(work: Path, which: list[str]) -> dict[str, Any]:
-    """Fresh processes, spawn to stored version; the peer runs before and after ours."""
+    """Fresh processes, spawn to stored version; the peer runs before and after ours.
+
+    The joined variants each start a fresh head first (as a TrainingJob's head pod is
+    fresh) and time the job from the moment the head serves: head-pod-ready to stored
+    version, with no Ray start in the job's own process.
+    """
     jobs = e2e_jobs(work)
-    variants = {
-        "small": [("in_process", [], 1), ("ray_1_worker", ["--ray"], 1), ("ray_2_workers", [], 2)],
-        "medium": [("in_process", [], 1), ("ray_1_worker", ["--ray"], 1)],
-    }
     out: dict[str, Any] = {}
     for name in which:
         job = jobs[name]
         plains = [e2e_plain(job, work, f"{name}-0")["wall_s"]]
         results: dict[str, Any] = {}
-        for i, (variant, extra, workers) in enumerate(variants[name]):
-            ours = e2e_variant(f"{name}-{variant}", job, work, extra, workers)
+        for i, (variant, extra, workers, joined) in enumerate(E2E_VARIANTS[name]):
+            head = RayHeadProcess() if joined else None
+            try:
+                argv = [*extra, *(head.argv() if head else [])]
+                ours = e2e_variant(f"{name}-{variant}", job, work, argv, workers, head.env if head else None)
+            finally:
+                if head:
+                    head.stop()
             plains.append(e2e_plain(job, work, f"{name}-{i + 1}")["wall_s"])
             peer = (plains[-2] + plains[-1]) / 2
             results[variant] = {**ours, "plain_wall_s": peer, "ratio": ours["wall_s"] / peer}
         out[name] = {"plain_wall_s": statistics.mean(plains), **results}
+        if name == "small":
+            # Once per run: the floor does not depend on the job.
+            out["ray_train_floor"] = {f"noop_fit_{n}_workers": e2e_noop_fit(n) for n in (1, 2)}
     return out
 
 
 def print_e2e(results: dict[str, Any]) -> None:
     for name, job in results.items():
+        if name == "ray_train_floor":
+            plain = results["small"]["plain_wall_s"]
+            for variant, r in job.items():
+                print(f"e2e Ray Train's floor: {variant} joining a fresh head {r['wall_s']:.1f} s "
+                      f"({r['wall_s'] / plain:.2f}x the small job's plain script)")
+            continue
         print(f"e2e {name:<7} plain torch script {job['plain_wall_s']:>7.1f} s")
         for variant, r in job.items():
             if not isinstance(r, dict):

@@ -32,6 +32,7 @@ from ray import tune
 from modelops.api.search import SearchAlgorithm, SearchSpec
 from modelops.api.training import TrainingJobSpec
 from modelops_runtime import artifacts, storage
+from modelops_runtime.errors import InputError
 from modelops_runtime.train import checkpoint, pareto, search_space, search_trial
 from modelops_runtime.train.resources import quantity
 from modelops_runtime.train.search_progress import SearchProgress, ended_state, reported
@@ -124,18 +125,29 @@ def _trial_resources(spec: TrainingJobSpec) -> dict[str, float]:
 
 
 def concurrency(spec: TrainingJobSpec, cluster: dict[str, float]) -> int:
-    """maxConcurrent, lowered to the multi-worker trials the cluster's resources hold."""
+    """maxConcurrent, lowered to the multi-worker trials the cluster's resources hold.
+
+    A trial the whole cluster cannot hold would wait for its workers forever (nothing
+    adds nodes to a job's Ray cluster), so that is an input error naming the field.
+    """
     search = spec.search
     assert search is not None
     limit = search.max_concurrent
     if search.workers_per_trial > 1:
         workers = search.workers_per_trial
         cpus = quantity(spec.resources.cpus_per_worker) * workers
-        if cpus > 0:
-            limit = min(limit, math.floor(cluster.get("CPU", 0.0) / cpus + 1e-9))
+        needs = [("CPU", cpus)] if cpus > 0 else []
         if spec.resources.gpus_per_worker:
-            gpus = spec.resources.gpus_per_worker * workers
-            limit = min(limit, math.floor(cluster.get("GPU", 0.0) / gpus + 1e-9))
+            needs.append(("GPU", float(spec.resources.gpus_per_worker * workers)))
+        for resource, amount in needs:
+            fits = math.floor(cluster.get(resource, 0.0) / amount + 1e-9)
+            if fits < 1:
+                raise InputError(
+                    f"search.workersPerTrial: a trial of {workers} workers needs {amount:g} {resource} "
+                    f"and the Ray cluster has {cluster.get(resource, 0.0):g}; on a cluster, "
+                    "resources.workers must be at least workersPerTrial"
+                )
+            limit = min(limit, fits)
     return max(1, limit)
 
 
