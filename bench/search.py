@@ -207,6 +207,20 @@ def rows_of(folder: Path) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(folder.glob("*.parquet")))
 
 
+def paired(runs: list[dict[str, Any]], dataset: str) -> dict[str, dict[str, float]]:
+    """Per seed adaptive - random, as mean and standard error over the seeds."""
+    by = {(r["arm"], r["seed"]): r for r in runs if r["dataset"] == dataset}
+    seeds = sorted(
+        {seed for arm, seed in by if ("random", seed) in by and ("adaptive", seed) in by}
+    )
+    out: dict[str, dict[str, float]] = {}
+    for key in ("best_val_accuracy", "holdout_accuracy"):
+        diffs = [by["adaptive", s][key] - by["random", s][key] for s in seeds]
+        error = statistics.stdev(diffs) / len(diffs) ** 0.5 if len(diffs) > 1 else float("nan")
+        out[key] = {"mean": statistics.mean(diffs), "standard_error": error}
+    return out
+
+
 def summarise(
     runs: list[dict[str, Any]], rows: dict[str, dict[str, int]], judge: str, tolerance: float | None
 ) -> dict[str, Any]:
@@ -231,6 +245,7 @@ def summarise(
         judged = holdout_gap if judge == "holdout" else gap
         out[dataset] = {
             **arms,
+            "paired": paired(runs, dataset),
             "trial_epochs_ratio": ratio,
             "wall_ratio": arms["adaptive"]["wall_s"] / arms["random"]["wall_s"],
             "accuracy_gap": gap,
@@ -259,6 +274,12 @@ def print_table(summary: dict[str, Any]) -> None:
             f"wall x{row['wall_ratio']:.2f}, accuracy gap {row['accuracy_gap']:+.4f}, "
             f"holdout gap {row['holdout_gap']:+.4f} ({row['rows']['holdout']} holdout rows), "
             f"judged on {row['judged_on']} within {row['tolerance']:.4f}: goal {'met' if row['goal_met'] else 'NOT met'}"
+        )
+        pair = row["paired"]
+        print(
+            f"{dataset:8} per seed, adaptive - random: val {pair['best_val_accuracy']['mean']:+.4f} "
+            f"± {pair['best_val_accuracy']['standard_error']:.4f}, holdout "
+            f"{pair['holdout_accuracy']['mean']:+.4f} ± {pair['holdout_accuracy']['standard_error']:.4f} (mean ± standard error)"
         )
 
 
