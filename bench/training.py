@@ -341,27 +341,24 @@ class RayHeadProcess:
         import secrets
         import socket
 
+        from modelops.local.rayhead import free_port, head_argv, head_env
         from modelops_runtime.train.distributed import TRAIN_ENV
 
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            self.port = probe.getsockname()[1]
+        self.port = free_port("127.0.0.1")
         # Ray's socket paths must fit 107 bytes: a short folder of its own.
         self.temp_dir = tempfile.mkdtemp(prefix="mo-ray-", dir="/tmp")
-        self.env = {**os.environ, **TRAIN_ENV, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+        self.env = {**os.environ, **TRAIN_ENV, **head_env(secrets.token_hex(32))}
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ray.scripts.scripts", "start", "--head", "--block", "--node-ip-address=127.0.0.1",
-             f"--port={self.port}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
-             "--disable-usage-stats", f"--temp-dir={self.temp_dir}"],
+            head_argv(sys.executable, "127.0.0.1", self.port, 2, Path(self.temp_dir)),
             env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-        )  # fmt: skip
+        )
         started = time.time()
         while time.time() - started < 120:
             if self.process.poll() is not None:
                 raise RuntimeError(f"the Ray head exited with {self.process.returncode}")
             try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                break
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    break
             except OSError:
                 time.sleep(0.2)
         # The head's GCS accepts connections before its raylet has registered; a job that

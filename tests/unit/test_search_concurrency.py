@@ -44,3 +44,9 @@ def test_a_trial_larger_than_the_whole_cluster_is_an_input_error_naming_the_fiel
     spec = spec_with({"maxConcurrent": 2, "workersPerTrial": 4}, {"workers": 2, "cpusPerWorker": "1"})
     with pytest.raises(InputError, match=r"search\.workersPerTrial: a trial of 4 workers needs 4 CPU .* has 2"):
         concurrency(spec, {"CPU": 2.0})
+
+
+def test_a_single_worker_trial_larger_than_the_whole_cluster_is_an_input_error_too() -> None:
+    spec = spec_with({"maxConcurrent": 2, "workersPerTrial": 1}, {"workers": 1, "cpusPerWorker": "4"})
+    with pytest.raises(InputError, match=r"search\.workersPerTrial: a trial of 1 workers needs 4 CPU .* has 2"):
+        concurrency(spec, {"CPU": 2.0})

@@ -27,6 +27,23 @@ def free_port(host: str) -> int:
         return port
 
 
+def head_env(token: str) -> dict[str, str]:
+    """The environment of a head that checks `token` on every connection, and of its clients."""
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": token}
+
+
+def head_argv(python: str, host: str, port: int, cpus: int, temp_dir: Path) -> list[str]:
+    """`ray start --head --block` on host:port with `cpus` CPUs and no dashboard.
+
+    `temp_dir` must be short: Ray's socket paths under it must fit 107 bytes.
+    """
+    return [
+        python, "-m", "ray.scripts.scripts", "start", "--head", "--block",
+        f"--node-ip-address={host}", f"--port={port}", f"--num-cpus={cpus}", "--num-gpus=0",
+        "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp_dir}",
+    ]  # fmt: skip
+
+
 class RayHead:
     """Starts the head on first use; `address` is None until its GCS accepts connections."""
 
@@ -42,14 +59,10 @@ class RayHead:
 
     def env(self) -> dict[str, str]:
         """What the head and every process that joins it need in their environment."""
-        return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
+        return head_env(self.token)
 
     def argv(self, port: int) -> list[str]:
-        return [
-            self.python, "-m", "ray.scripts.scripts", "start", "--head", "--block",
-            f"--node-ip-address={self.host}", f"--port={port}", f"--num-cpus={self.cpus}", "--num-gpus=0",
-            "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={self.temp_dir}",
-        ]  # fmt: skip
+        return head_argv(self.python, self.host, port, self.cpus, self.temp_dir)
 
     def _listening(self) -> bool:
         if self.port is None:

@@ -129,26 +129,28 @@ def concurrency(spec: TrainingJobSpec, cluster: dict[str, float]) -> int:
 
     A trial the whole cluster cannot hold would wait for its workers forever (nothing
     adds nodes to a job's Ray cluster), so that is an input error naming the field.
+    Single-worker trials are placed by Tune itself, which needs no lower limit.
     """
     search = spec.search
     assert search is not None
+    workers = search.workers_per_trial
+    needs = {"CPU": quantity(spec.resources.cpus_per_worker) * workers}
+    if spec.resources.gpus_per_worker:
+        needs["GPU"] = float(spec.resources.gpus_per_worker * workers)
     limit = search.max_concurrent
-    if search.workers_per_trial > 1:
-        workers = search.workers_per_trial
-        cpus = quantity(spec.resources.cpus_per_worker) * workers
-        needs = [("CPU", cpus)] if cpus > 0 else []
-        if spec.resources.gpus_per_worker:
-            needs.append(("GPU", float(spec.resources.gpus_per_worker * workers)))
-        for resource, amount in needs:
-            fits = math.floor(cluster.get(resource, 0.0) / amount + 1e-9)
-            if fits < 1:
-                raise InputError(
-                    f"search.workersPerTrial: a trial of {workers} workers needs {amount:g} {resource} "
-                    f"and the Ray cluster has {cluster.get(resource, 0.0):g}; on a cluster, "
-                    "resources.workers must be at least workersPerTrial"
-                )
+    for resource, amount in needs.items():
+        if amount <= 0:
+            continue
+        fits = math.floor(cluster.get(resource, 0.0) / amount + 1e-9)
+        if fits < 1:
+            raise InputError(
+                f"search.workersPerTrial: a trial of {workers} workers needs {amount:g} {resource} "
+                f"and the Ray cluster has {cluster.get(resource, 0.0):g}; on a cluster, "
+                "resources.workers must be at least workersPerTrial"
+            )
+        if workers > 1:
             limit = min(limit, fits)
-    return max(1, limit)
+    return limit
 
 
 def _tuner(
