@@ -357,6 +357,18 @@ def archive(image: Image) -> Path:
     return path
 
 
+def push(image: Image, target: str) -> None:
+    """Push a built image to a registry on loopback (plain HTTP, as a node's is); the
+    layers the registry already holds are not sent again."""
+    if image_label(image.tag, HASH_LABEL) is None:
+        raise SystemExit(
+            f"{image.tag} is not built: run `python tools/images.py build {image.name}`"
+        )
+    started = time.monotonic()
+    run([podman(), "push", "--quiet", "--tls-verify=false", image.tag, target])
+    log(f"pushed {image.tag} to {target} in {time.monotonic() - started:.0f}s")
+
+
 def image_hash(image: Image) -> str | None:
     return image_label(image.tag, HASH_LABEL)
 

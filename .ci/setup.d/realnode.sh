@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # What the real-node tests need (tests/controlplane/node.py, tools/images.py): podman to
 # build the images from the Dockerfiles, mmdebstrap for their Debian base, containerd +
-# runc + the CNI plugins for the node, iptables for kube-proxy, gcc for the pause binary.
+# runc + the CNI plugins for the node, iptables for kube-proxy, gcc for the pause binary,
+# docker-registry for the loopback registry the images travel through.
 # Then the images themselves are built (or found up to date by content hash), so the time
 # they take shows here rather than inside the first real-node test.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-packages=(podman mmdebstrap containerd runc containernetworking-plugins iptables conntrack gcc libc6-dev)
+packages=(podman mmdebstrap containerd runc containernetworking-plugins iptables conntrack gcc libc6-dev docker-registry)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

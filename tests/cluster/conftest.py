@@ -101,8 +101,8 @@ def real_node(control_plane: Any) -> Any:
     """The session's real node (kubelet + containerd), with both images of the project loaded.
 
     The images are built from the Dockerfiles by tools/images.py (cached by content hash) and
-    imported into the node's containerd (cached too); the first use in a session pays for
-    whatever changed. The node stops with the control plane.
+    pulled into the node's containerd through the node's loopback registry (both cached), so
+    a code change moves one small layer. The node stops with the control plane.
     """
     node = control_plane.real_node()
     controlplane.load_project_images(node)

@@ -1551,7 +1551,7 @@ def session_control_plane() -> Iterator[ControlPlane]:
 
 
 def load_project_images(node: Any) -> None:
-    """Build (or reuse) both images with tools/images.py and import them into the node."""
+    """Build (or reuse) both images with tools/images.py and pull them into the node."""
     import importlib.util
 
     name = "modelops_images_tool"
@@ -1564,7 +1564,9 @@ def load_project_images(node: Any) -> None:
         spec.loader.exec_module(images)
     for image in images.IMAGES.values():
         images.build(image)
-        node.load_image(image.tag, images.image_hash(image), lambda i=image: images.archive(i))
+        node.load_built_image(
+            image.tag, images.image_hash(image), lambda target, i=image: images.push(i, target)
+        )
 
 
 def read_state() -> ClusterState | None:

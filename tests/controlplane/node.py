@@ -15,8 +15,11 @@ host processes.
 - The node carries the taint ``TAINT``, so workloads of other tests (meant for KWOK nodes)
   never land on it; a namespace opts in with :func:`namespace_annotations` (the API server
   runs the PodNodeSelector and PodTolerationRestriction admission plugins).
-- Images are imported into containerd from OCI archives (``tools/images.py``); containerd's
-  root folder is cached, so a warm start imports only what changed.
+- The project's images go from podman into containerd through a registry on loopback
+  that the node runs (Debian's ``docker-registry``): podman pushes only the layers the
+  registry lacks, containerd pulls only the layers it lacks. The registry's storage and
+  containerd's root folder are cached, so a code change moves one small layer. The pause
+  image is imported from an OCI archive.
 
 The module has no import of ``cluster.py``: the control plane hands it its paths.
 """
@@ -43,6 +46,10 @@ TAINT = {"key": "modelops.dev/real-node", "value": "true", "effect": "NoSchedule
 NODE_LABELS = {"modelops.dev/real-node": "true"}
 PAUSE_IMAGE = "localhost/modelops-pause:1"
 CNI_BIN_DIRS = ("/usr/lib/cni", "/opt/cni/bin")
+REGISTRY = "docker-registry"  # Debian's build of the CNCF distribution registry
+# A fixed address: podman remembers which compressed layers each registry (by host:port)
+# holds, and only then skips compressing them again.
+REGISTRY_ADDRESS = "127.0.0.1:5405"
 
 PAUSE_C = r"""
 /* The sandbox process of a pod: holds its namespaces, reaps orphans, exits on a signal. */
@@ -103,7 +110,7 @@ def missing_prerequisites() -> list[str]:
     """What this machine lacks for a real node (empty when it can run one)."""
     missing = [
         tool
-        for tool in ("containerd", "runc", "ctr", "iptables", "gcc")
+        for tool in ("containerd", "runc", "ctr", "iptables", "gcc", REGISTRY)
         if shutil.which(tool) is None
     ]
     if not any(Path(d, "bridge").exists() for d in CNI_BIN_DIRS):
@@ -179,7 +186,7 @@ class RealNode:
         return {name: proc.pid for name, proc in self.procs.items()} or dict(self.attached_pids)
 
     def stop(self) -> None:
-        for name in ("coredns", "kube-proxy", "kubelet"):
+        for name in ("coredns", "kube-proxy", "kubelet", "registry"):
             self._stop_one(name)
         self._remove_containers()
         self._stop_one("containerd")
@@ -222,13 +229,7 @@ class RealNode:
         an OCI archive of it, called only when an import is needed. The archive is removed
         afterwards: containerd keeps its own copy, in a root folder that survives sessions.
         """
-        marker = (
-            self.containerd_root
-            / "modelops-imported"
-            / hashlib.sha256(reference.encode()).hexdigest()
-        )
-        listed = self._ctr("-n", "k8s.io", "images", "ls", "-q").stdout.split()
-        if reference in listed and marker.exists() and marker.read_text() == content_id:
+        if self._holds(reference, content_id):
             return 0.0
         started = time.monotonic()
         archive = make_archive()
@@ -249,14 +250,84 @@ class RealNode:
             raise RuntimeError(f"ctr images import {reference}: {proc.stderr}")
         if reference not in self._ctr("-n", "k8s.io", "images", "ls", "-q").stdout.split():
             raise RuntimeError(f"ctr images import did not create {reference}: {proc.stdout}")
-        # Pinned so the kubelet's image garbage collection never removes it.
-        self._ctr("-n", "k8s.io", "images", "label", reference, "io.cri-containerd.pinned=pinned")
-        self._forget_replaced_images()
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        marker.write_text(content_id)
+        self._keep(reference, content_id)
         spent = time.monotonic() - started
         self.log(f"imported {reference} into containerd in {spent:.0f}s")
         return spent
+
+    def load_built_image(
+        self, reference: str, content_id: str, push: Callable[[str], None]
+    ) -> float:
+        """Bring a locally built image into containerd unless it holds this content already;
+        seconds spent.
+
+        The image travels through a registry on loopback that the node runs: `push(target)`
+        pushes it there, and containerd pulls it. Each side skips the layers it already
+        has, so after a code change one small layer moves, where saving and importing an
+        archive would move the gigabytes of torch every time. The registry's storage, like
+        containerd's root, survives sessions.
+        """
+        if self._holds(reference, content_id):
+            return 0.0
+        started = time.monotonic()
+        repository, _, _ = reference.rpartition(":")
+        staged = f"{self._registry()}/{repository.partition('/')[2]}:{content_id}"
+        push(staged)
+        for attempt in range(3):  # the same race with garbage collection as an import
+            proc = self._ctr(
+                "-n", "k8s.io", "images", "pull", "--plain-http", "--snapshotter", "overlayfs",
+                staged,
+            )  # fmt: skip
+            if proc.returncode == 0 or "snapshot" not in proc.stderr or attempt == 2:
+                break
+            self.log(f"ctr images pull {staged}: {proc.stderr.strip()}; retrying")
+            time.sleep(2)
+        if proc.returncode != 0:
+            raise RuntimeError(f"ctr images pull {staged}: {proc.stderr}")
+        tagged = self._ctr("-n", "k8s.io", "images", "tag", "--force", staged, reference)
+        if tagged.returncode != 0:
+            raise RuntimeError(f"ctr images tag {staged} {reference}: {tagged.stderr}")
+        self._ctr("-n", "k8s.io", "images", "rm", staged)  # the name only; the content stays
+        self._keep(reference, content_id)
+        spent = time.monotonic() - started
+        self.log(f"pulled {reference} into containerd in {spent:.0f}s")
+        return spent
+
+    def _marker(self, reference: str) -> Path:
+        digest = hashlib.sha256(reference.encode()).hexdigest()
+        return self.containerd_root / "modelops-imported" / digest
+
+    def _holds(self, reference: str, content_id: str) -> bool:
+        marker = self._marker(reference)
+        listed = self._ctr("-n", "k8s.io", "images", "ls", "-q").stdout.split()
+        return reference in listed and marker.exists() and marker.read_text() == content_id
+
+    def _keep(self, reference: str, content_id: str) -> None:
+        # Pinned so the kubelet's image garbage collection never removes it.
+        self._ctr("-n", "k8s.io", "images", "label", reference, "io.cri-containerd.pinned=pinned")
+        self._forget_replaced_images()
+        marker = self._marker(reference)
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(content_id)
+
+    def _registry(self) -> str:
+        """host:port of the node's image registry, started on first use."""
+        proc = self.procs.get("registry")
+        if proc is not None and proc.poll() is None:
+            return REGISTRY_ADDRESS
+        storage = cache_root() / "registry"
+        storage.mkdir(parents=True, exist_ok=True)
+        config = self.run_dir / "registry.yml"
+        config.write_text(
+            "version: 0.1\n"
+            "log: {level: warn}\n"
+            f"storage: {{filesystem: {{rootdirectory: {storage}}}}}\n"
+            f"http: {{addr: {REGISTRY_ADDRESS}}}\n"
+        )
+        self._spawn("registry", ["serve", str(config)], exe=shutil.which(REGISTRY))
+        _wait("image registry", lambda: _http_ok(f"http://{REGISTRY_ADDRESS}/v2/"), 30,
+              alive=self._check_alive)  # fmt: skip
+        return REGISTRY_ADDRESS
 
     def _import(self, archive: Path, repository: str) -> subprocess.CompletedProcess[str]:
         # The archive names its image by tag (podman) or by full reference; --base-name
