@@ -214,6 +214,24 @@ def platform(control_plane: Any, real_node: Any) -> Iterator[Platform]:
         )  # fmt: skip
     except RuntimeError as exc:
         raise AssertionError(f"helm install failed: {exc}\n{p.diagnostics()}") from exc
+    # Ready means the webhook's port is open in the pod; its Service reaches the pod once
+    # kube-proxy has the new endpoint, a moment later on a node just started. Until then
+    # the API server refuses every TrainingJob (the webhook fails closed): wait for it.
+    probe = yaml.safe_dump(p.example("trainingjob.yaml"))
+
+    refused: list[str] = []
+
+    def admits() -> bool:
+        dry_run = control_plane.kubectl(
+            "apply", "--dry-run=server", "-n", p.tenant, "-f", "-", input=probe, check=False
+        )
+        refused.append(dry_run.stderr)
+        return dry_run.returncode == 0
+
+    try:
+        poll("the webhook to admit a TrainingJob", admits, timeout=120)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}: {refused[-1]}\n{p.diagnostics()}") from exc
     try:
         yield p
     finally:
