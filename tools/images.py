@@ -336,13 +336,19 @@ def _context(image: Image) -> Path:
     return context
 
 
-def archive(image: Image) -> Path:
-    """The image as an OCI archive (for `ctr images import`), cached by content hash."""
+def built_hash(image: Image) -> str:
+    """The content hash of the built image; exits naming the build command when there is none."""
     wanted = image_label(image.tag, HASH_LABEL)
     if wanted is None:
         raise SystemExit(
             f"{image.tag} is not built: run `python tools/images.py build {image.name}`"
         )
+    return wanted
+
+
+def archive(image: Image) -> Path:
+    """The image as an OCI archive (for `ctr images import`), cached by content hash."""
+    wanted = built_hash(image)
     path = cache_dir() / f"{image.name}-{wanted}.oci.tar"
     if path.exists():
         return path
@@ -360,10 +366,7 @@ def archive(image: Image) -> Path:
 def push(image: Image, target: str) -> None:
     """Push a built image to a registry on loopback (plain HTTP, as a node's is); the
     layers the registry already holds are not sent again."""
-    if image_label(image.tag, HASH_LABEL) is None:
-        raise SystemExit(
-            f"{image.tag} is not built: run `python tools/images.py build {image.name}`"
-        )
+    built_hash(image)
     started = time.monotonic()
     run([podman(), "push", "--quiet", "--tls-verify=false", image.tag, target])
     log(f"pushed {image.tag} to {target} in {time.monotonic() - started:.0f}s")

@@ -225,27 +225,18 @@ class RealNode:
     ) -> float:
         """Import an image unless containerd already holds this content; seconds spent.
 
-        `content_id` names the content (the builder's content hash); `make_archive` writes
-        an OCI archive of it, called only when an import is needed. The archive is removed
-        afterwards: containerd keeps its own copy, in a root folder that survives sessions.
+        `content_id` names the content; `make_archive` returns an OCI archive of it (the
+        caller's to keep or remove), called only when an import is needed. The project's
+        own images come in through `load_built_image` instead.
         """
         if self._holds(reference, content_id):
             return 0.0
         started = time.monotonic()
         archive = make_archive()
         repository, _, _ = reference.rpartition(":")
-        try:
-            # Unpacking can race containerd's garbage collection of the snapshots of the
-            # image this one replaces ("parent snapshot ... does not exist"): try again.
-            for attempt in range(3):
-                proc = self._import(archive, repository)
-                if proc.returncode == 0 or "snapshot" not in proc.stderr or attempt == 2:
-                    break
-                self.log(f"ctr images import {reference}: {proc.stderr.strip()}; retrying")
-                time.sleep(2)
-        finally:
-            if archive.parent != cache_root() / "pause":
-                archive.unlink(missing_ok=True)
+        proc = self._unpacking(
+            f"ctr images import {reference}", lambda: self._import(archive, repository)
+        )
         if proc.returncode != 0:
             raise RuntimeError(f"ctr images import {reference}: {proc.stderr}")
         if reference not in self._ctr("-n", "k8s.io", "images", "ls", "-q").stdout.split():
@@ -273,15 +264,13 @@ class RealNode:
         repository, _, _ = reference.rpartition(":")
         staged = f"{self._registry()}/{repository.partition('/')[2]}:{content_id}"
         push(staged)
-        for attempt in range(3):  # the same race with garbage collection as an import
-            proc = self._ctr(
+        proc = self._unpacking(
+            f"ctr images pull {staged}",
+            lambda: self._ctr(
                 "-n", "k8s.io", "images", "pull", "--plain-http", "--snapshotter", "overlayfs",
                 staged,
-            )  # fmt: skip
-            if proc.returncode == 0 or "snapshot" not in proc.stderr or attempt == 2:
-                break
-            self.log(f"ctr images pull {staged}: {proc.stderr.strip()}; retrying")
-            time.sleep(2)
+            ),
+        )  # fmt: skip
         if proc.returncode != 0:
             raise RuntimeError(f"ctr images pull {staged}: {proc.stderr}")
         tagged = self._ctr("-n", "k8s.io", "images", "tag", "--force", staged, reference)
@@ -292,6 +281,20 @@ class RealNode:
         spent = time.monotonic() - started
         self.log(f"pulled {reference} into containerd in {spent:.0f}s")
         return spent
+
+    def _unpacking(
+        self, what: str, attempt: Callable[[], subprocess.CompletedProcess[str]]
+    ) -> subprocess.CompletedProcess[str]:
+        """Run an import or pull, again up to twice when its unpacking raced containerd's
+        garbage collection of the snapshots of the image it replaces ("parent snapshot ...
+        does not exist")."""
+        for tries in range(3):
+            proc = attempt()
+            if proc.returncode == 0 or "snapshot" not in proc.stderr or tries == 2:
+                break
+            self.log(f"{what}: {proc.stderr.strip()}; retrying")
+            time.sleep(2)
+        return proc
 
     def _marker(self, reference: str) -> Path:
         digest = hashlib.sha256(reference.encode()).hexdigest()

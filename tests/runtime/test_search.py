@@ -103,14 +103,11 @@ def test_search_progress_document_counts_trials_by_state(
     seen: list[dict[str, Any]] = []
     done = threading.Event()
 
-    def look() -> None:
-        doc = progress.read(progress_file)
-        if doc and doc.get("phase") == "search" and doc not in seen:
-            seen.append(doc)
-
     def watch() -> None:
         while not done.wait(0.05):
-            look()
+            doc = progress.read(progress_file)
+            if doc and doc.get("phase") == "search" and doc not in seen:
+                seen.append(doc)
 
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
