@@ -31,7 +31,7 @@ validate:  ## validate every example manifest
 	$(PYTHON) -m modelops validate examples
 
 # The test command: quality gates, then every test tier (unit, runtime, cluster, e2e, docs);
-# the cluster tier runs alongside the others (tools/run-tests.sh).
+# the cluster and e2e tiers run alongside the others (tools/run-tests.sh).
 test: lint typecheck imports crds-check  ## quality gates and the whole test suite
 	PYTHON=$(PYTHON) tools/run-tests.sh $(PYTEST_ARGS)
 

@@ -1,35 +1,35 @@
 #!/usr/bin/env bash
-# The whole suite as two pytest processes side by side:
-#   - tests/cluster: the control plane, the operator and the real node. Most of its time is
-#     spent waiting on controllers, pods and Ray in containers;
-#   - everything else: unit, runtime (one local Ray), e2e and docs.
+# The whole suite as two pytest processes side by side, of about equal length:
+#   - tests/cluster (the control plane, the operator and the real node), then tests/e2e
+#     (the quickstart in local mode, in its own processes);
+#   - everything else: unit, runtime (on one local Ray) and docs.
 # Each process has its own session fixtures, so there is still one control plane and one Ray.
-# The cluster tier's output goes to a log, printed when both are done; the exit status
+# The first process's output goes to a log, printed when both are done; the exit status
 # fails when either process fails, or when neither collected a test.
 #
 #   tools/run-tests.sh [pytest arguments for both processes, e.g. --durations=40]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
-log=.state/test-cluster.log
+log=.state/test-cluster-e2e.log
 mkdir -p .state
 
-"$python" -m pytest tests/cluster -o cache_dir=.state/pytest-cache-cluster "$@" >"$log" 2>&1 &
+"$python" -m pytest tests/cluster tests/e2e -o cache_dir=.state/pytest-cache-cluster "$@" >"$log" 2>&1 &
 cluster=$!
-# Ctrl-C or a kill of this script stops the cluster tier too. A background job ignores
+# Ctrl-C or a kill of this script stops the first process too. A background job ignores
 # SIGINT, so it gets SIGTERM; the control plane's processes die with it (PR_SET_PDEATHSIG).
 trap 'kill -TERM "$cluster" 2>/dev/null; wait "$cluster"; exit 130' INT TERM
 
-"$python" -m pytest --ignore=tests/cluster "$@"
+"$python" -m pytest --ignore=tests/cluster --ignore=tests/e2e "$@"
 rest=$?
 wait "$cluster"
 cluster_rc=$?
 trap - INT TERM
 
 echo
-echo "================ tests/cluster (ran alongside; log: $log) ================"
+echo "================ tests/cluster and tests/e2e (ran alongside; log: $log) ================"
 cat "$log"
-echo "tests/cluster: exit $cluster_rc; the other tiers: exit $rest"
+echo "tests/cluster and tests/e2e: exit $cluster_rc; the other tiers: exit $rest"
 
 # pytest's 5 means it collected nothing: fine for one process when arguments select
 # tests of the other, a failure when both collected nothing.
