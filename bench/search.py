@@ -210,12 +210,18 @@ def rows_of(folder: Path) -> int:
     return sum(pq.ParquetFile(f).metadata.num_rows for f in sorted(folder.glob("*.parquet")))
 
 
+def runs_by_seed(
+    runs: list[dict[str, Any]], dataset: str
+) -> tuple[dict[tuple[str, int], dict[str, Any]], list[int]]:
+    """The dataset's runs keyed by (arm, seed), and the seeds that both arms ran."""
+    by = {(r["arm"], r["seed"]): r for r in runs if r["dataset"] == dataset}
+    seeds = sorted({seed for _, seed in by if ("random", seed) in by and ("adaptive", seed) in by})
+    return by, seeds
+
+
 def paired(runs: list[dict[str, Any]], dataset: str) -> dict[str, dict[str, float]]:
     """Per seed adaptive - random, as mean and standard error over the seeds."""
-    by = {(r["arm"], r["seed"]): r for r in runs if r["dataset"] == dataset}
-    seeds = sorted(
-        {seed for arm, seed in by if ("random", seed) in by and ("adaptive", seed) in by}
-    )
+    by, seeds = runs_by_seed(runs, dataset)
     out: dict[str, dict[str, float]] = {}
     for key in ("best_val_accuracy", "holdout_accuracy"):
         diffs = [by["adaptive", s][key] - by["random", s][key] for s in seeds]
@@ -230,10 +236,7 @@ def by_three_seeds(
     """The goal judged on consecutive triples of seeds (1-3, 4-6, ...), as the issue's
     "median of 3 seeds" would on each: shows how much one triple's verdict varies."""
     key = "holdout_accuracy" if judge == "holdout" else "best_val_accuracy"
-    by = {(r["arm"], r["seed"]): r for r in runs if r["dataset"] == dataset}
-    seeds = sorted(
-        {seed for arm, seed in by if ("random", seed) in by and ("adaptive", seed) in by}
-    )
+    by, seeds = runs_by_seed(runs, dataset)
     out = []
     for start in range(0, len(seeds) - 2, 3):
         triple = seeds[start : start + 3]

@@ -7,7 +7,8 @@
 # The first process's output goes to a log, printed when both are done; the exit status
 # fails when either process fails, or when neither collected a test.
 #
-#   tools/run-tests.sh [pytest arguments for both processes, e.g. --durations=40]
+#   tools/run-tests.sh [pytest arguments for both processes, e.g. --durations=40 or -k NAME]
+# Paths belong to one tier's target instead (make test-unit, ...): both processes would run them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
@@ -31,8 +32,8 @@ echo "================ tests/cluster and tests/e2e (ran alongside; log: $log) ==
 cat "$log"
 echo "tests/cluster and tests/e2e: exit $cluster_rc; the other tiers: exit $rest"
 
-# pytest's 5 means it collected nothing: fine for one process when arguments select
-# tests of the other, a failure when both collected nothing.
+# pytest's 5 means it collected nothing: fine for one process when -k or -m selects
+# tests of the other only, a failure when both collected nothing.
 if [ "$rest" -eq 5 ] && [ "$cluster_rc" -eq 5 ]; then
   echo "pytest collected no tests: failing" >&2
   exit 1
