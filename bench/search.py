@@ -96,12 +96,15 @@ def write_dataset(name: str, folder: Path) -> None:
         raise SystemExit(f"--datasets: unknown dataset {name!r} (digits, blobs)")
 
 
-def search_fields(adaptive: bool, grace: int, reduction: float) -> dict[str, Any]:
+def search_fields(
+    adaptive: bool, grace: int, reduction: float, startup: int | None
+) -> dict[str, Any]:
     """The spec.search fields that pick the arm."""
     if not adaptive:
         return {"algorithm": "random", "earlyStopping": {"type": "none"}}
     stopping = {"type": "asha", "gracePeriod": grace, "reductionFactor": reduction}
-    return {"algorithm": "tpe", "earlyStopping": stopping}
+    fields = {"algorithm": "tpe", "earlyStopping": stopping}
+    return fields if startup is None else {**fields, "startupTrials": startup}
 
 
 def manifest(
@@ -134,8 +137,8 @@ def manifest(
             "search": {
                 "trials": args.trials,
                 "maxConcurrent": args.max_concurrent,
-                "metric": "val_accuracy",
-                "mode": "max",
+                "metric": args.metric,
+                "mode": "max" if args.metric == "val_accuracy" else "min",
                 "space": SPACE,
                 **extra,
             },
@@ -162,7 +165,7 @@ def run_search(
     from modelops.api.training import TrainingJob
     from modelops_runtime.train import job
 
-    extra = search_fields(arm == "adaptive", args.grace, args.reduction)
+    extra = search_fields(arm == "adaptive", args.grace, args.reduction, args.startup)
     name = f"{dataset}-{arm}-{seed}"
     counter = work / f"{name}.epochs"
     counter.touch()
@@ -344,6 +347,18 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--trials", type=int, default=16)
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--max-concurrent", type=int, default=2)
+    parser.add_argument(
+        "--metric",
+        choices=["val_loss", "val_accuracy"],
+        default="val_loss",
+        help="what both searches rank trials by (default val_loss, the product's default)",
+    )
+    parser.add_argument(
+        "--startup",
+        type=int,
+        default=None,
+        help="TPE's start-up trials (default: the product's, half the trials, at most 10)",
+    )
     parser.add_argument("--grace", type=int, default=1, help="ASHA grace period (epochs)")
     parser.add_argument("--reduction", type=float, default=3.0, help="ASHA reduction factor")
     parser.add_argument(

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from modelops.api.search import Objective
+from modelops.api.search import Objective, SearchSpec
 from modelops.api.training import Mode
 from modelops_runtime import artifacts
 from modelops_runtime.train import job, pareto, progress, search_space
@@ -182,6 +182,58 @@ def test_random_search_draws_the_same_points_from_the_same_seed(
         points.append(sorted(json.dumps(t["params"], sort_keys=True) for t in result.trials))
     assert points[0] == points[1]
     assert len(set(points[0])) == 2
+    # They are `random_points` of the job's seed, which a tpe search starts from.
+    job_spec = training_job("random", spec).spec
+    assert job_spec.search is not None
+    drawn = search_space.random_points(job_spec.search, job_spec.training.seed, 2)
+    assert points[0] == sorted(record_of(job_spec.search, point) for point in drawn)
+
+
+def record_of(search: Any, config: dict[str, Any]) -> str:
+    """A Tune config as the trial records show its params."""
+    point = search_space.point(search, config)
+    return json.dumps({k: json.dumps(v) for k, v in point.items()}, sort_keys=True)
+
+
+def test_random_points_are_seeded_and_inside_the_space() -> None:
+    search = SearchSpec.model_validate(
+        {
+            "trials": 40,
+            "space": [
+                *SPACE,
+                {"path": "model.dropout", "type": "uniform", "low": 0.1, "high": 0.2},
+                {"path": "training.epochs", "type": "integer", "low": 2, "high": 4},
+            ],
+        }
+    )
+    points = search_space.random_points(search, 3, 40)
+    assert points == search_space.random_points(search, 3, 40)
+    assert points[:5] == search_space.random_points(search, 3, 5)  # a prefix: tpe's start-up
+    assert points != search_space.random_points(search, 4, 40)
+    for point in points:
+        assert 0.001 <= point["training.optimizer.learningRate"] <= 0.03
+        assert point["model.hiddenLayers"] in ("[8]", "[16, 8]")
+        assert 0.1 <= point["model.dropout"] <= 0.2
+    assert {p["training.epochs"] for p in points} == {2, 3, 4}  # integer ranges include high
+    assert {p["model.hiddenLayers"] for p in points} == {"[8]", "[16, 8]"}
+    # Log-uniform: about half the draws below the geometric midpoint (0.0055), not 5 %.
+    low = sum(p["training.optimizer.learningRate"] < 0.0055 for p in points)
+    assert 10 <= low <= 30
+
+
+def test_tpe_starts_from_the_random_searchs_points() -> None:
+    search = SearchSpec.model_validate(
+        {"trials": 16, "algorithm": "tpe", "metric": "val_accuracy", "mode": "max", "space": SPACE}
+    )
+    assert search_space.startup_trials(search) == 8  # half the trials, at most 10
+    assert search_space.startup_trials(search.model_copy(update={"trials": 50})) == 10
+    assert search_space.startup_trials(search.model_copy(update={"startup_trials": 3})) == 3
+    searcher = search_space.searcher(search, 11, 1)
+    searcher.set_search_properties(None, None, search_space.param_space(search))
+    proposed = [searcher.suggest(f"t{i}") for i in range(9)]
+    drawn = search_space.random_points(search, 11, 16)
+    assert proposed[:8] == drawn[:8]
+    assert proposed[8] not in drawn  # then TPE's own proposal
 
 
 def test_tpe_search_runs_optuna_seeded_from_the_job(

@@ -160,6 +160,18 @@ def test_a_multi_objective_search_with_a_rule_is_admitted() -> None:
             "exceed",
         ),
         (
+            "more start-up trials than trials",
+            search_job(startupTrials=9),
+            "spec.search.startupTrials",
+            "exceed",
+        ),
+        (
+            "start-up trials without tpe",
+            search_job(startupTrials=2, algorithm="random"),
+            "spec.search.startupTrials",
+            "tpe only",
+        ),
+        (
             "no workers",
             search_job(workersPerTrial=0),
             "spec.search.workersPerTrial",

@@ -193,6 +193,18 @@ class SearchSpec(ApiModel):
             field="ensembleTopK",
         ),
         CelRule(
+            rule="!has(self.startupTrials) || self.startupTrials <= self.trials",
+            message="startupTrials must not exceed trials",
+            check=lambda s: s.startup_trials is None or s.startup_trials <= s.trials,
+            field="startupTrials",
+        ),
+        CelRule(
+            rule="!has(self.startupTrials) || self.algorithm == 'tpe'",
+            message="startupTrials applies to algorithm tpe only",
+            check=lambda s: s.startup_trials is None or s.algorithm == SearchAlgorithm.TPE,
+            field="startupTrials",
+        ),
+        CelRule(
             rule="self.maxConcurrent <= self.trials",
             message="maxConcurrent must not exceed trials",
             check=lambda s: s.max_concurrent <= s.trials,
@@ -297,6 +309,14 @@ class SearchSpec(ApiModel):
         default=SearchAlgorithm.TPE,
         description="tpe (Optuna's tree-structured Parzen estimator, adaptive), random "
         "(points drawn from training.seed) or grid (every combination of the choices).",
+    )
+    startup_trials: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="tpe: trials drawn at random before TPE models the results; they are "
+        "the first points a random search of the same training.seed draws. By default half "
+        "of trials, at most 10.",
     )
     early_stopping: TrialStopping = Field(
         default_factory=TrialStopping,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import yaml
 from ray import tune
 from ray.tune.schedulers import (
@@ -79,22 +80,68 @@ def samples(search: SearchSpec) -> int:
     return 1
 
 
+def _draw(param: SearchParameter, rng: np.random.Generator) -> Any:
+    if param.type == ParamType.CHOICE:
+        values = list(param.values or [])
+        return values[int(rng.integers(len(values)))]
+    low, high = float(param.low or 0.0), float(param.high or 0.0)
+    if param.type == ParamType.UNIFORM:
+        return float(rng.uniform(low, high))
+    if param.type == ParamType.LOG_UNIFORM:
+        return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+    return int(rng.integers(math.ceil(low), math.floor(high) + 1))
+
+
+def random_points(search: SearchSpec, seed: int, count: int) -> list[dict[str, Any]]:
+    """The first `count` points drawn from `seed`, as Tune configs (choices as strings).
+
+    A random search runs them all; a tpe search of the same seed starts from its first
+    startup trials, so the two differ only in what TPE proposes and what early stopping
+    cuts, not in the luck of their first draws.
+    """
+    rng = np.random.default_rng(seed)
+    return [{param.path: _draw(param, rng) for param in search.space} for _ in range(count)]
+
+
+def startup_trials(search: SearchSpec) -> int:
+    """tpe's random start-up trials: startupTrials, or half the trials and at most 10
+    (Optuna's own default, which would leave a small search nothing to model)."""
+    if search.startup_trials is not None:
+        return search.startup_trials
+    return max(1, min(10, search.trials // 2))
+
+
 def searcher(search: SearchSpec, seed: int, max_concurrent: int) -> SearchAlgorithm | Searcher:
-    """random and grid: Tune's variant generator drawing from `seed` (it bounds its own
-    concurrency: Tune's limiter wraps searchers only); tpe: Optuna's TPE, seeded, over
-    every objective (multi-objective TPE when there are several)."""
-    if search.algorithm != Algorithm.TPE:
+    """random: Tune's variant generator running `random_points` (it bounds its own
+    concurrency: Tune's limiter wraps searchers only); grid: every combination; tpe:
+    Optuna's TPE, seeded, after the start-up points, over every objective
+    (multi-objective TPE when there are several)."""
+    if search.algorithm == Algorithm.GRID:
         return BasicVariantGenerator(random_state=seed, max_concurrent=max_concurrent)
+    if search.algorithm == Algorithm.RANDOM:
+        return BasicVariantGenerator(
+            points_to_evaluate=random_points(search, seed, search.trials),
+            random_state=seed,
+            max_concurrent=max_concurrent,
+        )
     import optuna
 
     goals = search.goals()
-    sampler = optuna.samplers.TPESampler(seed=seed)
+    startup = startup_trials(search)
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
+    first = random_points(search, seed, startup)
     if len(goals) == 1:
-        return OptunaSearch(metric=goals[0].metric, mode=goals[0].mode.value, sampler=sampler)
+        return OptunaSearch(
+            metric=goals[0].metric,
+            mode=goals[0].mode.value,
+            sampler=sampler,
+            points_to_evaluate=first,
+        )
     return OptunaSearch(
         metric=[g.metric for g in goals],
         mode=[g.mode.value for g in goals],
         sampler=sampler,
+        points_to_evaluate=first,
     )
 
 
