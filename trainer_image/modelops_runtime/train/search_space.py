@@ -104,8 +104,11 @@ def random_points(search: SearchSpec, seed: int, count: int) -> list[dict[str, A
 
 
 def startup_trials(search: SearchSpec) -> int:
-    """tpe's random start-up trials: startupTrials, or half the trials and at most 10
-    (Optuna's own default, which would leave a small search nothing to model)."""
+    """tpe's random start-up trials: startupTrials, or half the trials and at most 10.
+
+    Optuna's own default is 10 whatever the budget, which would leave a search of 12
+    trials 2 to propose.
+    """
     if search.startup_trials is not None:
         return search.startup_trials
     return max(1, min(10, search.trials // 2))
@@ -128,20 +131,12 @@ def searcher(search: SearchSpec, seed: int, max_concurrent: int) -> SearchAlgori
 
     goals = search.goals()
     startup = startup_trials(search)
-    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup)
-    first = random_points(search, seed, startup)
-    if len(goals) == 1:
-        return OptunaSearch(
-            metric=goals[0].metric,
-            mode=goals[0].mode.value,
-            sampler=sampler,
-            points_to_evaluate=first,
-        )
+    single = len(goals) == 1
     return OptunaSearch(
-        metric=[g.metric for g in goals],
-        mode=[g.mode.value for g in goals],
-        sampler=sampler,
-        points_to_evaluate=first,
+        metric=goals[0].metric if single else [g.metric for g in goals],
+        mode=goals[0].mode.value if single else [g.mode.value for g in goals],
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup),
+        points_to_evaluate=random_points(search, seed, startup),
     )
 
 
