@@ -189,7 +189,7 @@ def test_random_search_draws_the_same_points_from_the_same_seed(
     assert points[0] == sorted(record_of(job_spec.search, point) for point in drawn)
 
 
-def record_of(search: Any, config: dict[str, Any]) -> str:
+def record_of(search: SearchSpec, config: dict[str, Any]) -> str:
     """A Tune config as the trial records show its params."""
     point = search_space.point(search, config)
     return json.dumps({k: json.dumps(v) for k, v in point.items()}, sort_keys=True)

@@ -80,18 +80,6 @@ def samples(search: SearchSpec) -> int:
     return 1
 
 
-def _draw(param: SearchParameter, rng: np.random.Generator) -> Any:
-    if param.type == ParamType.CHOICE:
-        values = list(param.values or [])
-        return values[int(rng.integers(len(values)))]
-    low, high = float(param.low or 0.0), float(param.high or 0.0)
-    if param.type == ParamType.UNIFORM:
-        return float(rng.uniform(low, high))
-    if param.type == ParamType.LOG_UNIFORM:
-        return float(math.exp(rng.uniform(math.log(low), math.log(high))))
-    return int(rng.integers(math.ceil(low), math.floor(high) + 1))
-
-
 def random_points(search: SearchSpec, seed: int, count: int) -> list[dict[str, Any]]:
     """The first `count` points drawn from `seed`, as Tune configs (choices as strings).
 
@@ -100,7 +88,11 @@ def random_points(search: SearchSpec, seed: int, count: int) -> list[dict[str, A
     cuts, not in the luck of their first draws.
     """
     rng = np.random.default_rng(seed)
-    return [{param.path: _draw(param, rng) for param in search.space} for _ in range(count)]
+    domains = {param.path: _domain(param, grid=False) for param in search.space}
+    return [
+        {path: domain.sample(random_state=rng) for path, domain in domains.items()}
+        for _ in range(count)
+    ]
 
 
 def startup_trials(search: SearchSpec) -> int:
