@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark the adaptive search (TPE + ASHA) against the random full-length search.
 
-    python bench/search.py [--datasets digits,blobs] [--seeds 1,2,3 | 1-18] [--trials 24]
+    python bench/search.py [--datasets digits,blobs] [--seeds 1,2,3 | 1-18] [--trials 24] [--blobs-rows 2000]
                            [--epochs 15] [--max-concurrent 2] [--metric val_loss]
                            [--startup N] [--grace 1] [--reduction 3] [--json out.json]
 
@@ -91,13 +91,13 @@ def write_blobs(
             part.iloc[index].to_parquet(folder / name / f"part-{i:05d}.parquet", index=False)
 
 
-def write_dataset(name: str, folder: Path) -> None:
+def write_dataset(name: str, folder: Path, blobs_rows: int) -> None:
     if name == "digits":
         from modelops_runtime.datasets import write_digits
 
         write_digits(folder)
     elif name == "blobs":
-        write_blobs(folder)
+        write_blobs(folder, train_rows=blobs_rows)
     else:
         raise SystemExit(f"--datasets: unknown dataset {name!r} (digits, blobs)")
 
@@ -351,6 +351,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--datasets", default="digits,blobs")
     parser.add_argument("--seeds", default="1,2,3", help="comma-separated, or a range: 1-20")
     parser.add_argument("--trials", type=int, default=24)
+    parser.add_argument(
+        "--blobs-rows", type=int, default=2000, help="training rows of the generated dataset"
+    )
     parser.add_argument("--epochs", type=int, default=15)
     parser.add_argument("--max-concurrent", type=int, default=2)
     parser.add_argument(
@@ -398,7 +401,7 @@ def main(argv: list[str]) -> int:
     try:
         for dataset in args.datasets.split(","):
             data = work / "data" / dataset
-            write_dataset(dataset, data)
+            write_dataset(dataset, data, args.blobs_rows)
             rows[dataset] = {part: rows_of(data / part) for part in ("train", "holdout")}
             for seed in parse_seeds(args.seeds):
                 for arm in ("random", "adaptive"):
