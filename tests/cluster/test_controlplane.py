@@ -224,6 +224,14 @@ def _set(obj: dict[str, Any], dotted: str, value: Any) -> None:
     obj[leaf] = value
 
 
+def _search(**fields: Any) -> dict[str, Any]:
+    """A spec.search over one learning-rate range, with `fields` on top."""
+    space = [
+        {"path": "training.optimizer.learningRate", "type": "logUniform", "low": 1e-4, "high": 1e-1}
+    ]
+    return {"space": space, **fields}
+
+
 @pytest.fixture
 def trainingjob(k8s: Any, namespace: str, control_plane: Any) -> dict[str, Any]:
     """A valid TrainingJob (accepted by a server-side dry run) for the CRD in crds/."""
@@ -271,8 +279,23 @@ def _create_trainingjob(k8s: Any, namespace: str, obj: dict[str, Any], dry_run: 
             {"spec.resources.minWorkers": 3, "spec.resources.maxWorkers": 2},
             ["spec.resources", "minWorkers", "maxWorkers"],
         ),
+        (
+            {"spec.search": _search(algorithm="tpe", trials=4, startupTrials=5)},
+            ["spec.search.startupTrials", "startupTrials must not exceed trials"],
+        ),
+        (
+            {"spec.search": _search(algorithm="random", trials=4, startupTrials=2)},
+            ["spec.search.startupTrials", "startupTrials applies to algorithm tpe only"],
+        ),
     ],
-    ids=["wrong-type", "below-minimum", "unknown-enum", "cel-min-gt-max"],
+    ids=[
+        "wrong-type",
+        "below-minimum",
+        "unknown-enum",
+        "cel-min-gt-max",
+        "cel-startup-gt-trials",
+        "cel-startup-without-tpe",
+    ],
 )
 def test_invalid_trainingjob_is_rejected_with_field_path(
     k8s: Any,
