@@ -61,9 +61,7 @@ SPACE = [
 ]
 
 
-def write_blobs(
-    folder: Path, train_rows: int = 2000, holdout_rows: int = 20000, seed: int = 0
-) -> None:
+def write_blobs(folder: Path, train_rows: int, holdout_rows: int, seed: int = 0) -> None:
     """A generated 4-class problem with overlapping classes, as train/ and holdout/ shards.
 
     The holdout is ten times the training set: generated rows cost nothing, and the

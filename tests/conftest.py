@@ -7,12 +7,11 @@ import sys
 
 import pytest
 
-_sessions: list[pytest.Session] = []
+_SESSION = pytest.StashKey[pytest.Session]()
 
 
-@pytest.hookimpl(trylast=True)
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    _sessions.append(session)
+    session.config.stash[_SESSION] = session
 
 
 @pytest.hookimpl(trylast=True)
@@ -24,8 +23,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     was printed, turning a green run into exit 139. Every result is reported by now and
     every other plugin has unconfigured (this hook runs last), so nothing is lost.
     """
-    if len(_sessions) != 1 or _sessions[0].config is not config:
+    session = config.stash.get(_SESSION, None)
+    if session is None:
         return
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(int(_sessions[0].exitstatus))
+    os._exit(int(session.exitstatus))
