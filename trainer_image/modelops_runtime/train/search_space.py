@@ -127,9 +127,9 @@ def searcher(search: SearchSpec, seed: int, max_concurrent: int) -> SearchAlgori
     return OptunaSearch(
         metric=goals[0].metric if single else [g.metric for g in goals],
         mode=goals[0].mode.value if single else [g.mode.value for g in goals],
-        # Optuna 5's defaults, stated: multivariate TPE for one objective (independent per
-        # objective for several), and the constant liar, which keeps a proposal away from
-        # the trials still running beside it. Optuna 4 defaulted both off.
+        # Optuna 5's defaults, stated: multivariate TPE for one objective (one parameter at a
+        # time for several), and the constant liar, which keeps a proposal away from the
+        # trials still running beside it. Optuna 4 defaulted both off.
         sampler=optuna.samplers.TPESampler(
             seed=seed, n_startup_trials=startup, multivariate=single, constant_liar=True
         ),
